@@ -1,0 +1,1 @@
+"""Synthetic image generation: pyrender (headless EGL) renders, backgrounds, interference, jobs."""
