@@ -59,6 +59,7 @@ class RenderResult:
     depth: np.ndarray  # HxW float32 metres, 0 where nothing was hit
     K: np.ndarray  # 3x3 intrinsics
     camera_pose: np.ndarray  # 4x4 camera-to-car (OpenGL convention)
+    view: View | None = None  # the view actually rendered (distance may have been clamped)
 
     @property
     def mask(self) -> np.ndarray:
@@ -167,9 +168,13 @@ class CarRenderer:
         key_pos = camera_position(lighting.key_azimuth_deg, lighting.key_elevation_deg, 10.0)
         key = pyrender.DirectionalLight(color=np.asarray(lighting.key_color), intensity=lighting.key_intensity)
         scene.add(key, pose=look_at_pose(key_pos, (0.0, 0.0, 0.0)))
-        if lighting.fill_intensity > 0:  # a light at the camera keeps the visible side readable
+        if lighting.fill_intensity > 0:
+            # A fill light from above the camera keeps the visible side readable; not from the
+            # camera itself, whose mirror highlight washes out every surface facing the lens.
+            eye, forward = camera_pose[:3, 3], -camera_pose[:3, 2]
+            direction = forward - np.array([0.0, 0.0, 0.8])
             fill = pyrender.DirectionalLight(color=np.ones(3), intensity=lighting.fill_intensity)
-            scene.add(fill, pose=camera_pose)
+            scene.add(fill, pose=look_at_pose(eye, eye + direction))
 
     def render_view(self, model: CarModel, view: View, size: int, lighting: Lighting,
                     paint: tuple[float, float, float] | None = None, fill: float = 0.8) -> RenderResult:
@@ -185,6 +190,7 @@ class CarRenderer:
         eye = camera_position(view.azimuth_deg, view.elevation_deg, distance, target)
         pose = look_at_pose(eye, target, roll_deg=view.roll_deg)
         result, _ = self.render([(model, np.eye(4))], pose, K, size, size, lighting, paints=[paint])
+        result.view = View(view.azimuth_deg, view.elevation_deg, distance, view.roll_deg)
         return result
 
 

@@ -1,0 +1,27 @@
+"""Packaging for both worlds: ``pip install -e .`` (the README's venv) and ``colcon build``
+(ament_python), which installs package.xml, the ament index marker, launch and config files."""
+
+from glob import glob
+
+from setuptools import find_packages, setup
+
+setup(
+    name="carpose",
+    version="0.1.0",
+    description="ROS 2 car azimuth estimation: detect, crop, estimate which way each car faces",
+    python_requires=">=3.10",
+    packages=find_packages(include=["carpose", "carpose.*", "training", "training.*"]),
+    package_data={"training.cars": ["known_models.json"]},
+    data_files=[
+        ("share/ament_index/resource_index/packages", ["resource/carpose"]),
+        ("share/carpose", ["package.xml"]),
+        ("share/carpose/launch", glob("launch/*.launch.py")),
+        ("share/carpose/config", glob("config/*.yaml")),
+    ],
+    zip_safe=True,
+    entry_points={
+        "console_scripts": [
+            "carpose-render = training.render.cli:main",
+        ],
+    },
+)

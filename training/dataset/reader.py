@@ -1,0 +1,137 @@
+"""Open carpose HDF5 datasets with a schema check and clear errors.
+
+Why validate up front: a wrong or truncated file should fail at open with a message naming the file
+and the problem, not hours into training with an h5py traceback.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+from carpose.convention import CONVENTION_VERSION
+from training.dataset.schema import (CROP_FIELDS, REQUIRED_ATTRS, SCENE_CAR_FIELDS, SCENE_FRAME_FIELDS,
+                                     SCHEMA_VERSION)
+
+
+class DatasetError(ValueError):
+    """The file is not a usable carpose dataset; the message says why."""
+
+
+class CarposeDataset:
+    """Read access to a validated crops or scenes file. Opens lazily, so it can be handed to
+    worker processes (each opens its own h5py handle)."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.attrs = validate(self.path)
+        self.kind: str = self.attrs["kind"]
+        self.count: int = int(self.attrs["count"])
+        self._h5: h5py.File | None = None
+
+    @property
+    def h5(self) -> h5py.File:
+        if self._h5 is None:
+            self._h5 = h5py.File(self.path, "r")
+        return self._h5
+
+    def close(self) -> None:
+        if self._h5 is not None:
+            self._h5.close()
+            self._h5 = None
+
+    def __enter__(self) -> CarposeDataset:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __len__(self) -> int:
+        return self.count
+
+    @property
+    def models(self) -> list[dict]:
+        return self.attrs["models"]
+
+    @property
+    def image_shape(self) -> tuple[int, ...]:
+        return tuple(self.h5["images"].shape[1:])
+
+    def labels(self) -> dict[str, np.ndarray]:
+        """Every per-row label column (crops) or car column (scenes) as arrays in memory."""
+        if self.kind == "crops":
+            return {k: self.h5[k][...] for k in CROP_FIELDS}
+        return {k: self.h5["cars/" + k][...] for k in SCENE_CAR_FIELDS}
+
+    def image(self, i: int) -> np.ndarray:
+        return self.h5["images"][i]
+
+    def cars_of_frame(self, i: int) -> dict[str, np.ndarray]:
+        if self.kind != "scenes":
+            raise DatasetError(f"{self.path} holds crops, not scenes")
+        s, n = int(self.h5["car_start"][i]), int(self.h5["car_count"][i])
+        return {k: self.h5["cars/" + k][s:s + n] for k in SCENE_CAR_FIELDS}
+
+
+def _decode_attrs(h5: h5py.File) -> dict:
+    out = {}
+    for k, v in h5.attrs.items():
+        if isinstance(v, bytes):
+            v = v.decode()
+        if k in ("render_config", "models", "split") and isinstance(v, str):
+            v = json.loads(v)
+        elif isinstance(v, np.generic):
+            v = v.item()
+        out[k] = v
+    return out
+
+
+def validate(path: str | Path) -> dict:
+    """Check a file against the schema; return its attributes or raise DatasetError."""
+    path = Path(path)
+    if not path.exists():
+        partial = path.with_name(path.name + ".parts")
+        hint = f" (an unfinished run left {partial}: run the same command again to resume)" \
+            if partial.exists() else ""
+        raise FileNotFoundError(f"dataset {path} does not exist{hint}")
+    try:
+        h5 = h5py.File(path, "r")
+    except OSError as exc:
+        raise DatasetError(f"{path} is not a readable HDF5 file (truncated or corrupt?): {exc}") from exc
+    with h5:
+        attrs = _decode_attrs(h5)
+        missing = [a for a in REQUIRED_ATTRS if a not in attrs]
+        if missing:
+            raise DatasetError(f"{path} is not a carpose dataset: attributes {missing} missing")
+        if attrs["schema_version"] != SCHEMA_VERSION:
+            raise DatasetError(f"{path} has schema version {attrs['schema_version']}, this carpose reads "
+                               f"{SCHEMA_VERSION}; re-render it")
+        if attrs["convention_version"] != CONVENTION_VERSION:
+            raise DatasetError(f"{path} uses azimuth convention {attrs['convention_version']}, this carpose "
+                               f"uses {CONVENTION_VERSION}; its labels would be misread")
+        kind, n = attrs["kind"], int(attrs["count"])
+        if kind == "crops":
+            expected = {"images": (np.dtype(np.uint8), None), **CROP_FIELDS}
+            rows = dict.fromkeys(expected, n)
+        elif kind == "scenes":
+            n_cars = int(h5["car_count"][...].sum()) if "car_count" in h5 else -1
+            expected = {"images": (np.dtype(np.uint8), None), "car_start": (np.dtype(np.int64), ()),
+                        "car_count": (np.dtype(np.int32), ()), **SCENE_FRAME_FIELDS,
+                        **{"cars/" + k: v for k, v in SCENE_CAR_FIELDS.items()}}
+            rows = {k: (n_cars if k.startswith("cars/") else n) for k in expected}
+        else:
+            raise DatasetError(f"{path}: unknown dataset kind {kind!r}")
+        for name, (dtype, shape) in expected.items():
+            if name not in h5:
+                raise DatasetError(f"{path}: dataset {name!r} missing")
+            d = h5[name]
+            if d.dtype != dtype or d.shape[0] != rows[name] or (shape is not None and d.shape[1:] != shape):
+                raise DatasetError(f"{path}: dataset {name!r} is {d.dtype} {d.shape}, expected {dtype} "
+                                   f"with {rows[name]} rows" + (f" x {shape}" if shape else ""))
+        img = h5["images"]
+        if img.ndim != 4 or img.shape[3] != 3:
+            raise DatasetError(f"{path}: images must be (N, H, W, 3), got {img.shape}")
+    return attrs

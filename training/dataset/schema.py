@@ -1,0 +1,70 @@
+"""The HDF5 layout of carpose datasets, written down once.
+
+Crops file (``kind = "crops"``), one row per crop, datasets at the root:
+    images        uint8   (N, S, S, 3)  RGB crops, chunked per 64 rows, gzip
+    azimuth_deg   float32 (N,)   carpose convention (docs/conventions.md)
+    elevation_deg float32 (N,)
+    distance_m    float32 (N,)
+    roll_deg      float32 (N,)
+    model_id      int32   (N,)   index into the ``models`` attribute
+    bbox          float32 (N, 4) visible car box in crop pixels (x1, y1, x2, y2)
+    truncation    float32 (N,)
+    occlusion     float32 (N,)
+    paint_rgb     uint8   (N, 3)
+
+Scenes file (``kind = "scenes"``): frames plus a flat table of cars:
+    images        uint8   (F, H, W, 3)
+    K             float32 (F, 3, 3)  camera intrinsics
+    car_start     int64   (F,)  first row of the frame's cars in cars/*
+    car_count     int32   (F,)
+    cars/frame, cars/model_id, cars/bbox (visible, x1 y1 x2 y2), cars/bbox_full (amodal),
+    cars/azimuth_deg, cars/elevation_deg, cars/distance_m, cars/location_cam (x, y, z in the KITTI
+    camera frame: x right, y down, z forward, bottom centre of the car), cars/dimensions (l, w, h),
+    cars/rotation_y (KITTI), cars/visible_fraction, cars/truncation, cars/paint_rgb
+
+Attributes on the root of both: schema_version, kind, convention_version, generator_version, seed,
+count, render_config (JSON), models (JSON list of {name, source, transform, meta}), split (JSON),
+created (ISO time). A file is only ever given its final name once it is complete.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+SCHEMA_VERSION = 1
+GENERATOR_VERSION = "carpose-render 1"
+
+CROP_FIELDS: dict[str, tuple[np.dtype, tuple[int, ...]]] = {
+    "azimuth_deg": (np.dtype(np.float32), ()),
+    "elevation_deg": (np.dtype(np.float32), ()),
+    "distance_m": (np.dtype(np.float32), ()),
+    "roll_deg": (np.dtype(np.float32), ()),
+    "model_id": (np.dtype(np.int32), ()),
+    "bbox": (np.dtype(np.float32), (4,)),
+    "truncation": (np.dtype(np.float32), ()),
+    "occlusion": (np.dtype(np.float32), ()),
+    "paint_rgb": (np.dtype(np.uint8), (3,)),
+}
+
+SCENE_FRAME_FIELDS: dict[str, tuple[np.dtype, tuple[int, ...]]] = {
+    "K": (np.dtype(np.float32), (3, 3)),
+}
+
+SCENE_CAR_FIELDS: dict[str, tuple[np.dtype, tuple[int, ...]]] = {
+    "frame": (np.dtype(np.int64), ()),
+    "model_id": (np.dtype(np.int32), ()),
+    "bbox": (np.dtype(np.float32), (4,)),
+    "bbox_full": (np.dtype(np.float32), (4,)),
+    "azimuth_deg": (np.dtype(np.float32), ()),
+    "elevation_deg": (np.dtype(np.float32), ()),
+    "distance_m": (np.dtype(np.float32), ()),
+    "location_cam": (np.dtype(np.float32), (3,)),
+    "dimensions": (np.dtype(np.float32), (3,)),
+    "rotation_y": (np.dtype(np.float32), ()),
+    "visible_fraction": (np.dtype(np.float32), ()),
+    "truncation": (np.dtype(np.float32), ()),
+    "paint_rgb": (np.dtype(np.uint8), (3,)),
+}
+
+REQUIRED_ATTRS = ("schema_version", "kind", "convention_version", "generator_version", "seed",
+                  "count", "render_config", "models", "split", "created")

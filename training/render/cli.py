@@ -1,0 +1,124 @@
+"""``carpose-render``: make synthetic training data from the command line.
+
+    carpose-render crops   --out data/train.h5 --count 50000 --models ../shared/cars --workers 2
+    carpose-render scenes  --out data/scenes.h5 --count 500
+    carpose-render preview data/train.h5 --out data/train_preview.png
+    carpose-render info    data/train.h5
+    carpose-render export  data/scenes.h5 --yolo data/yolo --kitti data/kitti
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from carpose.crop import CropSpec
+
+
+def _add_job_args(p: argparse.ArgumentParser, default_count: int) -> None:
+    p.add_argument("--out", required=True, help="HDF5 file to write (written as <out>.parts, then renamed)")
+    p.add_argument("--count", type=int, default=default_count)
+    p.add_argument("--models", help="folder of car meshes (OBJ/GLB/PLY); default: procedural cars only")
+    p.add_argument("--procedural", type=int, default=None,
+                   help="number of procedural cars (default 48 without --models, 0 with)")
+    p.add_argument("--fleet-seed", type=int, default=0, help="seed of the procedural fleet")
+    p.add_argument("--split", choices=("all", "train", "heldout"), default="all",
+                   help="which car models to use: all, the training ones, or the held-out ones")
+    p.add_argument("--heldout-fraction", type=float, default=0.25)
+    p.add_argument("--heldout", default="", help="comma-separated model names to hold out (overrides fraction)")
+    p.add_argument("--backgrounds", help="folder of photos for backgrounds; default: procedural backgrounds")
+    p.add_argument("--no-interference", action="store_true", help="no occluders, blur, noise, jitter, JPEG")
+    p.add_argument("--workers", type=int, default=1)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--block-size", type=int, default=64)
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output and its parts")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def _job(args: argparse.Namespace, kind: str) -> int:
+    from training.render.interference import InterferenceConfig
+    from training.render.jobs import ModelSpec, run_job
+    from training.render.preview import summary
+    from training.render.sampling import RenderConfig
+    from training.render.scenes import SceneConfig
+
+    spec = ModelSpec(models_dir=args.models, procedural=args.procedural, fleet_seed=args.fleet_seed,
+                     split=args.split, heldout_fraction=args.heldout_fraction,
+                     heldout=tuple(n for n in args.heldout.split(",") if n))
+    inter = InterferenceConfig.none() if args.no_interference else InterferenceConfig()
+    cfg = RenderConfig(crop=CropSpec(size=getattr(args, "size", 128)), interference=inter)
+    scfg = SceneConfig(width=args.width, height=args.height, max_cars=args.max_cars) if kind == "scenes" else None
+    out = run_job(kind, args.out, args.count, spec, cfg, scfg=scfg, backgrounds=args.backgrounds,
+                  seed=args.seed, workers=args.workers, block_size=args.block_size,
+                  overwrite=args.overwrite, progress=not args.quiet)
+    print(summary(out))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="carpose-render", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="cmd", required=True)
+    c = sub.add_parser("crops", help="detector-like crops of single cars with azimuth labels")
+    _add_job_args(c, 1000)
+    c.add_argument("--size", type=int, default=128, help="crop side in pixels (model input size)")
+    s = sub.add_parser("scenes", help="full frames with several labelled cars")
+    _add_job_args(s, 100)
+    s.add_argument("--width", type=int, default=640)
+    s.add_argument("--height", type=int, default=480)
+    s.add_argument("--max-cars", type=int, default=6)
+    pv = sub.add_parser("preview", help="contact sheet PNG with labels drawn on")
+    pv.add_argument("dataset")
+    pv.add_argument("--out", help="PNG path (default: <dataset>_preview.png)")
+    pv.add_argument("-n", type=int, default=32)
+    inf = sub.add_parser("info", help="print a dataset summary (validates the file)")
+    inf.add_argument("dataset")
+    ex = sub.add_parser("export", help="export a scenes file to YOLO and/or KITTI folders")
+    ex.add_argument("dataset")
+    ex.add_argument("--yolo", help="output folder for ultralytics YOLO format")
+    ex.add_argument("--kitti", help="output folder for KITTI object format")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+
+    from training.cars.loader import CarModelError
+    from training.dataset.reader import DatasetError
+    from training.dataset.writer import JobMismatchError
+
+    try:
+        if args.cmd in ("crops", "scenes"):
+            return _job(args, args.cmd)
+        if args.cmd == "info":
+            from training.render.preview import summary
+
+            print(summary(args.dataset))
+        elif args.cmd == "preview":
+            import cv2
+
+            from training.dataset.reader import CarposeDataset
+            from training.render.preview import crops_sheet, scenes_sheet
+
+            with CarposeDataset(args.dataset) as ds:
+                kind = ds.kind
+            sheet = crops_sheet(args.dataset, n=args.n) if kind == "crops" else scenes_sheet(args.dataset)
+            out = Path(args.out or Path(args.dataset).with_suffix("").as_posix() + "_preview.png")
+            cv2.imwrite(str(out), sheet)
+            print(f"wrote {out}")
+        elif args.cmd == "export":
+            from training.dataset.export import export_kitti, export_yolo
+
+            if not (args.yolo or args.kitti):
+                parser.error("export needs --yolo DIR and/or --kitti DIR")
+            if args.yolo:
+                print(f"wrote {export_yolo(args.dataset, args.yolo)}")
+            if args.kitti:
+                print(f"wrote {export_kitti(args.dataset, args.kitti)}")
+    except (CarModelError, DatasetError, JobMismatchError, FileExistsError, FileNotFoundError, ValueError) as exc:
+        print(f"carpose-render: error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

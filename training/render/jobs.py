@@ -1,0 +1,195 @@
+"""Render jobs: which car models, which split, and the parallel, resumable loop over blocks.
+
+Why processes and not threads: pyrender needs one EGL context per thread of control and the
+numpy/OpenCV work holds the GIL in places; one process per core, each with its own renderer,
+scales. Workers write their blocks straight to disk (training.dataset.writer), so no image crosses
+a pipe.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+import multiprocessing as mp
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from tqdm import tqdm
+
+from carpose.convention import CONVENTION_VERSION
+from training.cars.loader import load_car_folder
+from training.cars.model import CarModel
+from training.cars.procedural import generate_fleet
+from training.dataset.schema import CROP_FIELDS
+from training.dataset.writer import CAR_PREFIX, FRAME_PREFIX, BlockStore
+from training.render.backgrounds import BackgroundSource
+from training.render.sampling import RenderConfig, sample_rng
+from training.render.scenes import SceneConfig
+
+log = logging.getLogger(__name__)
+
+SPLITS = ("all", "train", "heldout")
+DEFAULT_PROCEDURAL = 48  # cars generated when no model folder is given
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """Where the cars come from and which of them this job may use."""
+
+    models_dir: str | None = None
+    procedural: int | None = None  # None: DEFAULT_PROCEDURAL without models_dir, else 0
+    fleet_seed: int = 0
+    split: str = "all"
+    heldout_fraction: float = 0.25
+    heldout: tuple[str, ...] = ()  # explicit held-out model names (overrides the fraction)
+
+    @property
+    def procedural_count(self) -> int:
+        if self.procedural is not None:
+            return self.procedural
+        return 0 if self.models_dir else DEFAULT_PROCEDURAL
+
+
+def heldout_names(names: list[str], fraction: float, explicit: tuple[str, ...] = ()) -> set[str]:
+    """Deterministic held-out set: explicit names, else the ceil(fraction * n) names that come
+    first in the order of their SHA-1 (stable across runs, machines and model order), per source
+    group so ShapeNet and procedural cars are both represented."""
+    if explicit:
+        unknown = set(explicit) - set(names)
+        if unknown:
+            raise ValueError(f"held-out models {sorted(unknown)} are not among the loaded models")
+        return set(explicit)
+    if not 0.0 <= fraction < 1.0:
+        raise ValueError(f"held-out fraction must be in [0, 1), got {fraction}")
+    groups: dict[bool, list[str]] = {}
+    for n in names:
+        groups.setdefault(n.startswith("proc_"), []).append(n)
+    out: set[str] = set()
+    for group in groups.values():
+        k = math.ceil(fraction * len(group)) if len(group) > 1 else 0
+        out |= set(sorted(group, key=lambda n: hashlib.sha1(n.encode()).hexdigest())[:k])
+    return out
+
+
+def build_models(spec: ModelSpec) -> tuple[list[CarModel], dict]:
+    """Load/generate every car, then keep the split's part. Returns models and the split record."""
+    if spec.split not in SPLITS:
+        raise ValueError(f"split must be one of {SPLITS}, got {spec.split!r}")
+    models: list[CarModel] = []
+    if spec.models_dir:
+        models += load_car_folder(spec.models_dir)
+    if spec.procedural_count:
+        models += generate_fleet(spec.procedural_count, seed=spec.fleet_seed)
+    if not models:
+        raise ValueError("no car models: give --models DIR and/or --procedural N > 0")
+    names = [m.name for m in models]
+    held = heldout_names(names, spec.heldout_fraction, spec.heldout)
+    keep = {"all": lambda n: True, "train": lambda n: n not in held, "heldout": lambda n: n in held}[spec.split]
+    chosen = [m for m in models if keep(m.name)]
+    if not chosen:
+        raise ValueError(f"split {spec.split!r} leaves no car models (held out: {sorted(held)})")
+    split = {"split": spec.split, "heldout": sorted(held), "fraction": spec.heldout_fraction,
+             "all_models": names}
+    return chosen, split
+
+
+def model_records(models: list[CarModel]) -> list[dict]:
+    return [{"name": m.name, "source": m.source, "transform": m.transform.round(9).tolist(),
+             "meta": {k: (v if isinstance(v, (int, float, str)) else str(v)) for k, v in m.meta.items()}}
+            for m in models]
+
+
+# ---------------------------------------------------------------- worker side
+_W: dict = {}
+
+
+def _init_worker(kind: str, spec: ModelSpec, cfg: RenderConfig, scfg: SceneConfig | None,
+                 backgrounds: str | None, seed: int, store: BlockStore) -> None:
+    from training.render.renderer import CarRenderer
+
+    models, _ = build_models(spec)
+    side = int(round(cfg.crop.size * cfg.render_scale))
+    renderer = CarRenderer(scfg.width if scfg else side, scfg.height if scfg else side)
+    bg = BackgroundSource.from_folder(backgrounds) if backgrounds else BackgroundSource.procedural()
+    _W.update(kind=kind, models=models, cfg=cfg, scfg=scfg, renderer=renderer, bg=bg, seed=seed, store=store)
+
+
+def _render_block(b: int) -> int:
+    import numpy as np
+
+    from training.render.crops import make_crop
+    from training.render.scenes import make_scene
+
+    store: BlockStore = _W["store"]
+    rows = store.block_range(b)
+    if _W["kind"] == "crops":
+        samples = [make_crop(sample_rng(_W["seed"], i), _W["models"], _W["renderer"], _W["bg"], _W["cfg"])
+                   for i in rows]
+        arrays = {FRAME_PREFIX + "images": np.stack([s.image for s in samples])}
+        for k, (dtype, _) in CROP_FIELDS.items():
+            arrays[FRAME_PREFIX + k] = np.asarray([getattr(s, k) for s in samples], dtype=dtype)
+    else:
+        scenes = [make_scene(sample_rng(_W["seed"], i), _W["models"], _W["renderer"], _W["bg"], _W["cfg"],
+                             _W["scfg"]) for i in rows]
+        counts = np.array([len(s.cars["model_id"]) for s in scenes], dtype=np.int32)
+        arrays = {FRAME_PREFIX + "images": np.stack([s.image for s in scenes]),
+                  FRAME_PREFIX + "K": np.stack([s.K for s in scenes]),
+                  FRAME_PREFIX + "car_count": counts,
+                  FRAME_PREFIX + "car_start": (np.cumsum(counts) - counts).astype(np.int64),
+                  CAR_PREFIX + "frame": np.repeat(np.arange(len(scenes), dtype=np.int64), counts)}
+        for k in scenes[0].cars:
+            arrays[CAR_PREFIX + k] = np.concatenate([s.cars[k] for s in scenes])
+    store.save_block(b, arrays)
+    return len(rows)
+
+
+# ---------------------------------------------------------------- driver
+def run_job(kind: str, out: str | Path, count: int, spec: ModelSpec, cfg: RenderConfig,
+            scfg: SceneConfig | None = None, backgrounds: str | None = None, seed: int = 0,
+            workers: int = 1, block_size: int = 64, overwrite: bool = False, progress: bool = True) -> Path:
+    """Render ``count`` samples of ``kind`` ('crops' or 'scenes') into the HDF5 file ``out``.
+
+    Re-running the same command after an interruption resumes where it stopped.
+    """
+    if kind not in ("crops", "scenes"):
+        raise ValueError(f"kind must be 'crops' or 'scenes', got {kind!r}")
+    if count < 1:
+        raise ValueError(f"count must be >= 1, got {count}")
+    if kind == "scenes" and scfg is None:
+        scfg = SceneConfig()
+    models, split = build_models(spec)  # fail early, in the parent, on bad models
+    if backgrounds:
+        BackgroundSource.from_folder(backgrounds)  # likewise for a bad background folder
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    job = {"kind": kind, "seed": seed, "render_config": cfg.to_json(), "models": asdict(spec),
+           "scene_config": asdict(scfg) if scfg else None, "backgrounds": str(backgrounds)}
+    store = BlockStore(out, job, count, block_size)
+    todo = store.prepare(overwrite=overwrite)
+    done = count - sum(len(store.block_range(b)) for b in todo)
+    if done:
+        log.info("resuming %s: %d of %d samples already rendered", out, done, count)
+    bar = tqdm(total=count, initial=done, unit=kind[:-1], desc=f"render {kind}", disable=not progress,
+               dynamic_ncols=True)
+    args = (kind, spec, cfg, scfg, backgrounds, seed, store)
+    try:
+        if workers <= 1:
+            _init_worker(*args)
+            for b in todo:
+                bar.update(_render_block(b))
+        else:
+            ctx = mp.get_context("spawn")  # fresh processes: no EGL state inherited by fork
+            with ctx.Pool(workers, initializer=_init_worker, initargs=args) as pool:
+                for n in pool.imap_unordered(_render_block, todo):
+                    bar.update(n)
+    finally:
+        bar.close()
+        if workers <= 1 and "renderer" in _W:
+            _W.pop("renderer").close()
+    attrs = {"kind": kind, "convention_version": CONVENTION_VERSION, "seed": seed,
+             "render_config": cfg.to_json(), "models": model_records(models), "split": split,
+             "backgrounds": str(backgrounds or "procedural"), "crop_size": cfg.crop.size}
+    if scfg:
+        attrs["scene_config"] = str(asdict(scfg))
+    return store.finalize(attrs)

@@ -1,0 +1,106 @@
+"""Render settings and the random draw of one sample's parameters.
+
+Why one function per draw, seeded per sample index: sample ``i`` of a job is drawn from
+``default_rng([seed, i])`` alone, so the output does not depend on the number of workers or on
+where an interrupted run resumed, and a test can regenerate any single sample.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+from carpose.crop import CropSpec
+from training.render.interference import InterferenceConfig
+from training.render.renderer import Lighting, View
+
+#: Common real paint colours (RGB 0-1) with their rough share on the road; a random tint is added.
+PAINT_PALETTE = np.array([
+    (0.92, 0.92, 0.92), (0.05, 0.05, 0.06), (0.62, 0.63, 0.65), (0.35, 0.36, 0.38),
+    (0.60, 0.05, 0.05), (0.08, 0.18, 0.45), (0.20, 0.30, 0.20), (0.55, 0.45, 0.30),
+    (0.85, 0.60, 0.10), (0.40, 0.10, 0.30),
+])
+PAINT_WEIGHTS = np.array([0.22, 0.20, 0.16, 0.12, 0.09, 0.09, 0.03, 0.04, 0.03, 0.02])
+
+
+@dataclass(frozen=True)
+class RenderConfig:
+    """Everything that shapes the images; stored as JSON in every HDF5 file it produced."""
+
+    crop: CropSpec = field(default_factory=CropSpec)
+    elevation_deg: tuple[float, float] = (0.0, 35.0)
+    distance_m: tuple[float, float] = (4.0, 30.0)
+    roll_deg: float = 5.0  # uniform in [-roll, roll]
+    render_scale: float = 1.25  # render side = crop size * render_scale
+    box_scale_jitter: float = 0.08  # sigma of log box scale, mimics detector box error
+    box_shift_jitter: float = 0.05  # sigma of centre shift as a fraction of box size
+    truncation_prob: float = 0.15
+    truncation_max: float = 0.4
+    lowres_prob: float = 0.3  # crop re-sampled through 24-100 px, like far cars upscaled
+    ambient: tuple[float, float] = (0.15, 0.6)
+    key_intensity: tuple[float, float] = (1.0, 4.0)
+    fill_intensity: tuple[float, float] = (0.2, 1.2)
+    interference: InterferenceConfig = field(default_factory=InterferenceConfig)
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), sort_keys=True)
+
+    def digest(self) -> str:
+        return hashlib.sha1(self.to_json().encode()).hexdigest()[:12]
+
+    @classmethod
+    def from_json(cls, text: str) -> RenderConfig:
+        d = json.loads(text)
+        d["crop"] = CropSpec(**d["crop"])
+        d["interference"] = InterferenceConfig(**d["interference"])
+        for k in ("elevation_deg", "distance_m", "ambient", "key_intensity", "fill_intensity"):
+            d[k] = tuple(d[k])
+        return cls(**d)
+
+
+def sample_rng(seed: int, index: int) -> np.random.Generator:
+    """The generator of sample ``index`` of a job seeded with ``seed``."""
+    return np.random.default_rng([seed, index])
+
+
+def sample_view(rng: np.random.Generator, cfg: RenderConfig) -> View:
+    """Azimuth uniform over the full circle; elevation uniform; distance log-uniform (near cars are
+    as common in crops as far ones, and perspective changes fastest up close)."""
+    lo, hi = np.log(cfg.distance_m[0]), np.log(cfg.distance_m[1])
+    return View(azimuth_deg=float(rng.uniform(0.0, 360.0)),
+                elevation_deg=float(rng.uniform(*cfg.elevation_deg)),
+                distance_m=float(np.exp(rng.uniform(lo, hi))),
+                roll_deg=float(rng.uniform(-cfg.roll_deg, cfg.roll_deg)))
+
+
+def sample_lighting(rng: np.random.Generator, cfg: RenderConfig) -> Lighting:
+    tint = 1.0 - rng.uniform(0.0, 0.25, size=3) * rng.uniform(0, 1) ** 2
+    return Lighting(ambient=float(rng.uniform(*cfg.ambient)),
+                    key_intensity=float(rng.uniform(*cfg.key_intensity)),
+                    key_color=tuple(float(t) for t in tint),
+                    key_azimuth_deg=float(rng.uniform(0.0, 360.0)),
+                    key_elevation_deg=float(rng.uniform(15.0, 85.0)),
+                    fill_intensity=float(rng.uniform(*cfg.fill_intensity)))
+
+
+def sample_paint(rng: np.random.Generator) -> tuple[float, float, float]:
+    base = PAINT_PALETTE[rng.choice(len(PAINT_PALETTE), p=PAINT_WEIGHTS / PAINT_WEIGHTS.sum())]
+    rgb = np.clip(base + rng.normal(0.0, 0.05, size=3), 0.0, 1.0)
+    if rng.uniform() < 0.1:  # a few arbitrary colours so no colour means "front" or "rear"
+        rgb = rng.uniform(0.0, 1.0, size=3)
+    return tuple(float(c) for c in rgb)
+
+
+def jitter_box(rng: np.random.Generator, box: np.ndarray, cfg: RenderConfig) -> np.ndarray:
+    """Perturb a tight box like a detector would: scale and shift, aspect slightly changed."""
+    x1, y1, x2, y2 = box
+    w, h = x2 - x1, y2 - y1
+    cx = (x1 + x2) / 2 + rng.normal(0.0, cfg.box_shift_jitter) * w
+    cy = (y1 + y2) / 2 + rng.normal(0.0, cfg.box_shift_jitter) * h
+    sw = np.exp(rng.normal(0.0, cfg.box_scale_jitter))
+    sh = sw * np.exp(rng.normal(0.0, cfg.box_scale_jitter / 2))
+    w, h = max(w * sw, 2.0), max(h * sh, 2.0)
+    return np.array([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2])
