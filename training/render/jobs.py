@@ -12,6 +12,7 @@ import hashlib
 import logging
 import math
 import multiprocessing as mp
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -147,10 +148,12 @@ def _render_block(b: int) -> int:
 # ---------------------------------------------------------------- driver
 def run_job(kind: str, out: str | Path, count: int, spec: ModelSpec, cfg: RenderConfig,
             scfg: SceneConfig | None = None, backgrounds: str | None = None, seed: int = 0,
-            workers: int = 1, block_size: int = 64, overwrite: bool = False, progress: bool = True) -> Path:
+            workers: int = 1, block_size: int = 64, overwrite: bool = False, progress: bool = True,
+            on_block: Callable[[int], None] | None = None) -> Path:
     """Render ``count`` samples of ``kind`` ('crops' or 'scenes') into the HDF5 file ``out``.
 
-    Re-running the same command after an interruption resumes where it stopped.
+    Re-running the same command after an interruption resumes where it stopped. ``on_block`` is
+    called with the sample count of every finished block (benchmarks time the steady state with it).
     """
     if kind not in ("crops", "scenes"):
         raise ValueError(f"kind must be 'crops' or 'scenes', got {kind!r}")
@@ -177,12 +180,17 @@ def run_job(kind: str, out: str | Path, count: int, spec: ModelSpec, cfg: Render
         if workers <= 1:
             _init_worker(*args)
             for b in todo:
-                bar.update(_render_block(b))
+                n = _render_block(b)
+                bar.update(n)
+                if on_block:
+                    on_block(n)
         else:
             ctx = mp.get_context("spawn")  # fresh processes: no EGL state inherited by fork
             with ctx.Pool(workers, initializer=_init_worker, initargs=args) as pool:
                 for n in pool.imap_unordered(_render_block, todo):
                     bar.update(n)
+                    if on_block:
+                        on_block(n)
     finally:
         bar.close()
         if workers <= 1 and "renderer" in _W:
