@@ -19,10 +19,10 @@ from pathlib import Path
 
 os.environ.setdefault("PYOPENGL_PLATFORM", "egl")
 
-from carpose.crop import CropSpec  # noqa: E402
-from training.render.jobs import ModelSpec, run_job  # noqa: E402
-from training.render.sampling import RenderConfig  # noqa: E402
-from training.render.scenes import SceneConfig  # noqa: E402
+from carpose.crop import CropSpec
+from training.render.jobs import ModelSpec, run_job
+from training.render.sampling import RenderConfig
+from training.render.scenes import SceneConfig
 
 HEAVY_MODEL = "20a967d68b6d291512da0dbf3c68e847"
 
@@ -47,7 +47,8 @@ def main() -> None:
     ap.add_argument("--scenes", type=int, default=48, help="scene frames per measurement")
     args = ap.parse_args()
     spec = ModelSpec(models_dir=args.models) if args.models else ModelSpec(procedural=16)
-    print(f"models: {args.models or 'procedural x16'}; {os.cpu_count()} cores; {platform.processor() or platform.machine()}")
+    cpu = platform.processor() or platform.machine()
+    print(f"models: {args.models or 'procedural x16'}; {os.cpu_count()} cores; {cpu}")
     print(f"{'job':<22}{'workers':>8}{'wall/s':>10}{'steady/s':>10}{'steady/s/worker':>17}")
     tmp = Path(tempfile.mkdtemp(prefix="render_bench_"))
     try:

@@ -13,8 +13,7 @@ import h5py
 import numpy as np
 
 from carpose.convention import CONVENTION_VERSION
-from training.dataset.schema import (CROP_FIELDS, REQUIRED_ATTRS, SCENE_CAR_FIELDS, SCENE_FRAME_FIELDS,
-                                     SCHEMA_VERSION)
+from training.dataset.schema import CROP_FIELDS, REQUIRED_ATTRS, SCENE_CAR_FIELDS, SCENE_FRAME_FIELDS, SCHEMA_VERSION
 
 
 class DatasetError(ValueError):

@@ -16,8 +16,7 @@ from training.cars.model import CarModel
 from training.render.backgrounds import BackgroundSource, composite
 from training.render.interference import add_occluders, apply_photometric
 from training.render.renderer import CarRenderer, mask_box
-from training.render.sampling import (RenderConfig, jitter_box, sample_lighting, sample_paint,
-                                      sample_view)
+from training.render.sampling import RenderConfig, jitter_box, sample_lighting, sample_paint, sample_view
 
 
 @dataclass
@@ -112,4 +111,4 @@ def make_crop(rng: np.random.Generator, models: list[CarModel], renderer: CarRen
                       paint_rgb=np.round(np.asarray(paint) * 255).astype(np.uint8))
 
 
-__all__ = ["CropSample", "make_crop", "truncate", "degrade_resolution", "mask_box"]
+__all__ = ["CropSample", "degrade_resolution", "make_crop", "mask_box", "truncate"]

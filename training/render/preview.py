@@ -93,7 +93,8 @@ def summary(path: str | Path) -> str:
             f"  seed {ds.attrs['seed']}, convention v{ds.attrs['convention_version']}, "
             f"schema v{ds.attrs['schema_version']}, {ds.attrs['generator_version']}",
             f"  split {split['split']!r}: {len(ds.models)} models used, held out {len(split['heldout'])} of "
-            f"{len(split['all_models'])}: {', '.join(split['heldout'][:6])}{' ...' if len(split['heldout']) > 6 else ''}",
+            f"{len(split['all_models'])}: {', '.join(split['heldout'][:6])}"
+            f"{' ...' if len(split['heldout']) > 6 else ''}",
             f"  backgrounds: {ds.attrs.get('backgrounds', '?')}",
         ]
         if ds.kind == "scenes":

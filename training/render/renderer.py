@@ -13,12 +13,12 @@ from dataclasses import dataclass
 
 os.environ.setdefault("PYOPENGL_PLATFORM", "egl")
 
-import numpy as np  # noqa: E402
-import pyrender  # noqa: E402
-import trimesh  # noqa: E402
+import numpy as np
+import pyrender
+import trimesh
 
-from carpose.convention import camera_position, look_at_pose  # noqa: E402
-from training.cars.model import CarModel  # noqa: E402
+from carpose.convention import camera_position, look_at_pose
+from training.cars.model import CarModel
 
 #: Fixed materials per part role (RGBA base colour, metallic, roughness); paint comes per sample.
 ROLE_MATERIALS: dict[str, tuple[tuple[float, float, float, float], float, float]] = {
@@ -89,7 +89,7 @@ class CarRenderer:
 
     def __init__(self, width: int = 256, height: int = 256) -> None:
         self._renderer = pyrender.OffscreenRenderer(width, height)
-        self._meshes: dict[int, tuple[list[pyrender.Mesh], list[pyrender.MetallicRoughnessMaterial]]] = {}
+        self._meshes: dict[tuple[int, int], tuple[list[pyrender.Mesh], list]] = {}
 
     def close(self) -> None:
         if self._renderer is not None:
@@ -102,10 +102,11 @@ class CarRenderer:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def _pyrender_meshes(self, model: CarModel) -> tuple[list[pyrender.Mesh], list]:
+    def _pyrender_meshes(self, model: CarModel, instance: int = 0) -> tuple[list[pyrender.Mesh], list]:
         """Convert once per model (the slow part with textured files) and keep paint materials
-        so the paint colour can change per render without rebuilding anything."""
-        key = id(model)
+        so the paint colour can change per render without rebuilding anything. ``instance`` gives
+        the 2nd, 3rd... copy of a model in one scene meshes of its own, so each can have its paint."""
+        key = (id(model), instance)
         if key not in self._meshes:
             meshes, paints = [], []
             for part in model.parts:
@@ -118,7 +119,9 @@ class CarRenderer:
                         baseColorFactor=part.color, metallicFactor=0.4, roughnessFactor=0.35,
                         doubleSided=True)
                     mesh = pyrender.Mesh.from_trimesh(part.mesh, material=mat, smooth=False)
-                    paints.append(mat)
+                    # from_trimesh deep-copies the material: the primitives' copies are the handles.
+                    paints.extend((prim.material, np.array(part.color, dtype=np.float32))
+                                  for prim in mesh.primitives)
                 else:
                     mesh = pyrender.Mesh.from_trimesh(part.mesh, material=_role_material(part.role, part.color),
                                                       smooth=False)
@@ -137,14 +140,18 @@ class CarRenderer:
         """
         scene = pyrender.Scene(bg_color=(0.0, 0.0, 0.0, 0.0), ambient_light=(lighting.ambient,) * 3)
         car_nodes = []
+        seen: dict[int, int] = {}
         for i, (model, pose) in enumerate(cars):
-            meshes, paint_mats = self._pyrender_meshes(model)
+            seen[id(model)] = seen.get(id(model), -1) + 1
+            meshes, paint_mats = self._pyrender_meshes(model, seen[id(model)])
             paint = paints[i] if paints is not None else None
-            if paint is not None:
-                for mat in paint_mats:
-                    mat.baseColorFactor = np.array([*paint, 1.0], dtype=np.float32)
-            parent = scene.add_node(pyrender.Node(matrix=pose))
-            car_nodes.append([scene.add(m, parent_node=parent) for m in meshes])
+            for mat, default in paint_mats:
+                # Set every time (None -> the model's own colour): the meshes are cached and shared
+                # between renders, so a paint must never leak into the next sample.
+                mat.baseColorFactor = np.array([*paint, 1.0] if paint is not None else default, dtype=np.float32)
+            # Each mesh gets the car pose itself: pyrender composes parent-node poses wrongly here
+            # (a translated/rotated parent rendered the car as a huge plane; seen in scenes).
+            car_nodes.append([scene.add(m, pose=pose) for m in meshes])
         cam = pyrender.IntrinsicsCamera(fx=K[0, 0], fy=K[1, 1], cx=K[0, 2], cy=K[1, 2], znear=0.05, zfar=1000.0)
         scene.add(cam, pose=camera_pose)
         self._add_lights(scene, lighting, camera_pose)

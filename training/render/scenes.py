@@ -108,7 +108,7 @@ def make_scene(rng: np.random.Generator, models: list[CarModel], renderer: CarRe
     rows: dict[str, list] = {k: [] for k in ("model_id", "bbox", "bbox_full", "azimuth_deg", "elevation_deg",
                                             "distance_m", "location_cam", "dimensions", "rotation_y",
                                             "visible_fraction", "truncation", "paint_rgb")}
-    for i, ((mid, _, _, yaw), (model, pose)) in enumerate(zip(placements, cars, strict=True)):
+    for i, ((mid, _, _, _yaw), (model, pose)) in enumerate(zip(placements, cars, strict=True)):
         ext = model.extents
         cam_in_car = np.linalg.inv(pose) @ cam_pose[:, 3]
         az, el, dist = view_from_camera_position(cam_in_car[:3], (0.0, 0.0, ext[2] / 2))
