@@ -22,6 +22,10 @@ setup(
     entry_points={
         "console_scripts": [
             "carpose-render = training.render.cli:main",
+            "carpose-train = training.pose.train:main",
+            "carpose-eval = training.pose.evaluate:main",
+            "carpose-export = training.pose.export:main",
+            "carpose-build-engine = training.build_engine:main",
         ],
     },
 )

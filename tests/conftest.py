@@ -9,6 +9,11 @@ import pytest
 
 os.environ.setdefault("PYOPENGL_PLATFORM", "egl")
 
+# Load triton (through torch._dynamo) before any test opens an EGL context: Mesa's llvmpipe and
+# triton each bring an LLVM, and triton's loaded second segfaults (seen here when an optimiser was
+# created after a render in the same process). Separate CLI processes never hit this.
+import torch._dynamo  # noqa: F401
+
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("CARPOSE_SHARED", REPO.parent / "shared"))
 
@@ -27,3 +32,37 @@ def shared_photos() -> Path:
     if not any(photos.glob("*.png")):
         pytest.skip(f"no real photos at {photos} (../shared is optional)")
     return photos
+
+
+@pytest.fixture(scope="session")
+def pose_crops(tmp_path_factory) -> Path:
+    """96 real rendered 64 px crops of procedural cars (a real HDF5 file, ~3 s)."""
+    from training.render.cli import main
+
+    out = tmp_path_factory.mktemp("pose") / "crops.h5"
+    assert main(["crops", "--out", str(out), "--count", "96", "--procedural", "6", "--size", "64",
+                 "--quiet", "--seed", "7"]) == 0
+    return out
+
+
+@pytest.fixture(scope="session")
+def pose_scenes(tmp_path_factory) -> Path:
+    """4 real rendered 320x240 scenes with several labelled cars each."""
+    from training.render.cli import main
+
+    out = tmp_path_factory.mktemp("pose") / "scenes.h5"
+    assert main(["scenes", "--out", str(out), "--count", "4", "--procedural", "6", "--width", "320",
+                 "--height", "240", "--quiet", "--seed", "3"]) == 0
+    return out
+
+
+@pytest.fixture(scope="session")
+def pose_run(tmp_path_factory, pose_crops) -> Path:
+    """A real (tiny) carpose-train run: 3 epochs on 64 crops, validated on the crops file."""
+    from training.pose.train import main
+
+    out = tmp_path_factory.mktemp("run") / "posenet"
+    assert main(["--train", str(pose_crops), "--val", str(pose_crops), "--out", str(out), "--epochs", "3",
+                 "--batch", "32", "--workers", "0", "--limit", "64", "--val-limit", "64", "--quiet",
+                 "--lr", "3e-3"]) == 0
+    return out

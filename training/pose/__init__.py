@@ -1,0 +1,1 @@
+"""Pose CNN: data loading, networks, training, evaluation and ONNX export."""

@@ -1,0 +1,172 @@
+"""Stream crops from carpose HDF5 files into training batches, with augmentation.
+
+Why chunk streaming: images are stored gzip-compressed in chunks of 64 rows, so reading one random
+row decompresses 64. Each epoch therefore shuffles the *chunks* (across all files), each worker reads
+whole chunks and shuffles rows inside a buffer of several chunks. Memory stays at a few chunks per
+worker however large the files are, and every row is read exactly once per epoch.
+
+Augmentation (train only) mimics what the renderer cannot: camera colour response, focus, sensor
+noise, detector box jitter. A horizontal flip is applied with its label mirrored (a -> 360 - a,
+``carpose.convention.flip_azimuth``); nothing else changes the label.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import h5py
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, IterableDataset, get_worker_info
+
+from carpose.convention import flip_azimuth
+from training.dataset.reader import CarposeDataset, DatasetError
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    flip_prob: float = 0.5
+    color_prob: float = 0.8
+    brightness: float = 0.35  # +- fraction
+    contrast: float = 0.35
+    saturation: float = 0.5
+    hue_deg: float = 12.0
+    gray_prob: float = 0.05
+    blur_prob: float = 0.2
+    noise_prob: float = 0.3
+    noise_sigma: float = 8.0
+    jitter_prob: float = 0.7
+    jitter_shift: float = 0.06  # of the crop side
+    jitter_scale: float = 0.10
+
+    @classmethod
+    def none(cls) -> AugmentConfig:
+        return cls(flip_prob=0, color_prob=0, gray_prob=0, blur_prob=0, noise_prob=0, jitter_prob=0)
+
+
+def augment(img: np.ndarray, az: float, rng: np.random.Generator, cfg: AugmentConfig,
+            fill: int = 114) -> tuple[np.ndarray, float]:
+    """One RGB uint8 crop and its azimuth -> augmented crop and (possibly mirrored) azimuth."""
+    out = img
+    if rng.uniform() < cfg.flip_prob:
+        out = out[:, ::-1]
+        az = float(flip_azimuth(az))
+    if rng.uniform() < cfg.jitter_prob:
+        s = out.shape[0]
+        scale = 1.0 + rng.uniform(-cfg.jitter_scale, cfg.jitter_scale)
+        tx, ty = rng.uniform(-cfg.jitter_shift, cfg.jitter_shift, 2) * s
+        m = np.array([[scale, 0, (1 - scale) * s / 2 + tx], [0, scale, (1 - scale) * s / 2 + ty]], np.float32)
+        out = cv2.warpAffine(np.ascontiguousarray(out), m, (s, s), flags=cv2.INTER_LINEAR,
+                             borderMode=cv2.BORDER_CONSTANT, borderValue=(fill, fill, fill))
+    f = out.astype(np.float32)
+    if rng.uniform() < cfg.color_prob:
+        f *= 1.0 + rng.uniform(-cfg.brightness, cfg.brightness)
+        mean = f.mean()
+        f = (f - mean) * (1.0 + rng.uniform(-cfg.contrast, cfg.contrast)) + mean
+        gray = f.mean(axis=2, keepdims=True)
+        f = gray + (f - gray) * (1.0 + rng.uniform(-cfg.saturation, cfg.saturation))
+        if cfg.hue_deg > 0:  # rotate chroma around the grey axis: a cheap hue shift
+            t = math.radians(rng.uniform(-cfg.hue_deg, cfg.hue_deg))
+            c, s_ = math.cos(t), math.sin(t)
+            k = (1 - c) / 3.0
+            sq = math.sqrt(1 / 3) * s_
+            rot = np.array([[c + k, k - sq, k + sq], [k + sq, c + k, k - sq], [k - sq, k + sq, c + k]], np.float32)
+            f = f @ rot.T
+    if rng.uniform() < cfg.gray_prob:
+        f[:] = f.mean(axis=2, keepdims=True)
+    if rng.uniform() < cfg.blur_prob:
+        f = cv2.GaussianBlur(f, (0, 0), rng.uniform(0.4, 1.5))
+    if rng.uniform() < cfg.noise_prob:
+        f += rng.normal(0.0, rng.uniform(1.0, cfg.noise_sigma), f.shape).astype(np.float32)
+    return np.clip(f, 0, 255).astype(np.uint8), az
+
+
+class CropStream(IterableDataset):
+    """Iterates (image float32 CHW 0..255, azimuth_deg float32) over one or more crops files."""
+
+    def __init__(self, paths: list[str | Path], train: bool, aug: AugmentConfig | None = None,
+                 seed: int = 0, buffer_chunks: int = 8, limit: int | None = None) -> None:
+        super().__init__()
+        if not paths:
+            raise ValueError("no dataset files given")
+        self.paths = [Path(p) for p in paths]
+        self.chunks: list[tuple[int, int, int]] = []  # (file, start, stop)
+        self.size: int | None = None
+        self.fill = 114
+        for fi, p in enumerate(self.paths):
+            with CarposeDataset(p) as ds:
+                if ds.kind != "crops":
+                    raise DatasetError(f"{p} holds {ds.kind}; the pose CNN trains on crops files")
+                shape = ds.image_shape
+                if self.size is None:
+                    self.size = shape[0]
+                elif shape[0] != self.size:
+                    raise DatasetError(f"{p} has {shape[0]} px crops, {self.paths[0]} has {self.size} px")
+                self.fill = int(ds.attrs["render_config"].get("crop", {}).get("fill", 114))
+                chunk = ds.h5["images"].chunks[0] if ds.h5["images"].chunks else 64
+                n = len(ds) if limit is None else min(len(ds), limit)
+                self.chunks += [(fi, s, min(s + chunk, n)) for s in range(0, n, chunk)]
+        self.train = train
+        self.aug = aug if aug is not None else (AugmentConfig() if train else AugmentConfig.none())
+        self.seed = seed
+        self.buffer_chunks = buffer_chunks
+        self.epoch = 0
+
+    def __len__(self) -> int:
+        return sum(b - a for _, a, b in self.chunks)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self):
+        info = get_worker_info()
+        wid, nw = (info.id, info.num_workers) if info else (0, 1)
+        rng = np.random.default_rng([self.seed, self.epoch, wid])
+        order = np.random.default_rng([self.seed, self.epoch]).permutation(len(self.chunks)) if self.train \
+            else np.arange(len(self.chunks))
+        mine = order[wid::nw]
+        files: dict[int, h5py.File] = {}
+        try:
+            buf_img: list[np.ndarray] = []
+            buf_az: list[np.ndarray] = []
+            for k, ci in enumerate(mine):
+                fi, a, b = self.chunks[ci]
+                if fi not in files:
+                    files[fi] = h5py.File(self.paths[fi], "r")
+                buf_img.append(files[fi]["images"][a:b])
+                buf_az.append(files[fi]["azimuth_deg"][a:b])
+                if len(buf_img) >= self.buffer_chunks or k == len(mine) - 1:
+                    imgs, azs = np.concatenate(buf_img), np.concatenate(buf_az)
+                    buf_img, buf_az = [], []
+                    idx = rng.permutation(len(imgs)) if self.train else np.arange(len(imgs))
+                    for i in idx:
+                        img, az = imgs[i], float(azs[i])
+                        if self.train:
+                            img, az = augment(img, az, rng, self.aug, self.fill)
+                        yield (torch.from_numpy(np.ascontiguousarray(img.transpose(2, 0, 1))).float(),
+                               torch.tensor(az, dtype=torch.float32))
+        finally:
+            for f in files.values():
+                f.close()
+
+
+def make_loader(stream: CropStream, batch_size: int, workers: int) -> DataLoader:
+    return DataLoader(stream, batch_size=batch_size, num_workers=workers, persistent_workers=False,
+                      drop_last=stream.train, pin_memory=False)
+
+
+def data_fingerprint(paths: list[str | Path]) -> str:
+    """Short hash identifying the training data: each file's identifying attributes (seed, count,
+    render settings, model list, split, creation time). Reading every image would take minutes."""
+    h = hashlib.sha256()
+    for p in paths:
+        with CarposeDataset(p) as ds:
+            a = ds.attrs
+            h.update(json.dumps({k: a[k] for k in ("seed", "count", "render_config", "models", "split", "created")},
+                                sort_keys=True, default=str).encode())
+    return h.hexdigest()[:16]

@@ -1,0 +1,238 @@
+"""``carpose-train``: train the pose CNN (or the seed baseline) on rendered crops.
+
+    carpose-train --train data/pose/train_*.h5 --val data/pose/heldout_*.h5 \
+        --val-random data/pose/random_*.h5 --arch posenet --out runs/posenet --quick
+
+Writes to ``--out``: ``best.pt`` (lowest held-out MedErr), ``last.pt`` (with optimiser state, for
+``--resume``), ``history.json``, ``curves.png``, and after training the full evaluation
+(``eval.json``, polar / quadrant / calibration PNGs) of ``best.pt`` on every validation set.
+Uses the GPU when there is one (``--device auto``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from carpose.azimuth_head import DEFAULT_DECODE_HALF_WINDOW, DEFAULT_SIGMA_DEG, decode, soft_labels
+from carpose.convention import CONVENTION_VERSION
+from training.dataset.reader import CarposeDataset
+from training.pose.checkpoint import load_checkpoint, save_checkpoint
+from training.pose.data import CropStream, data_fingerprint, make_loader
+from training.pose.metrics import azimuth_metrics, format_metrics, plot_training_curves, save_all_plots, save_json
+from training.pose.nets import MEAN, STD, build_model, count_parameters, default_bins
+
+log = logging.getLogger("carpose.train")
+
+#: Defaults per architecture: ours uses AdamW + cosine; seed4 keeps the seed's Adam at lr 5e-5.
+ARCH_DEFAULTS = {
+    "posenet": {"lr": 3e-3, "weight_decay": 5e-4, "optimizer": "adamw", "sigma_deg": DEFAULT_SIGMA_DEG,
+                "half_window": DEFAULT_DECODE_HALF_WINDOW},
+    "seed4": {"lr": 5e-5, "weight_decay": 0.0, "optimizer": "adam", "sigma_deg": 0.0, "half_window": 0},
+}
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def soft_targets(az: torch.Tensor, bins: int, sigma_deg: float) -> torch.Tensor:
+    return torch.from_numpy(soft_labels(az.numpy(), bins, sigma_deg))
+
+
+@torch.no_grad()
+def predict(model: torch.nn.Module, loader, device: torch.device, half_window: int, bins: int,
+            sigma_deg: float, progress: bool = False, desc: str = "eval") -> dict:
+    """Run a model over a loader: predictions, confidences, labels and the mean loss."""
+    model.eval()
+    preds, confs, trues, losses = [], [], [], []
+    for x, az in tqdm(loader, desc=desc, disable=not progress, leave=False):
+        logits = model.logits(x.to(device))
+        tgt = soft_targets(az, bins, sigma_deg).to(device)
+        losses.append(float(-(tgt * F.log_softmax(logits, 1)).sum(1).mean()) * len(x))
+        p, c = decode(torch.softmax(logits, 1).float().cpu().numpy(), half_window)
+        preds.append(p)
+        confs.append(c)
+        trues.append(az.numpy())
+    n = sum(len(t) for t in trues)
+    if n == 0:
+        return {"pred": np.zeros(0), "conf": np.zeros(0), "true": np.zeros(0), "loss": float("nan")}
+    return {"pred": np.concatenate(preds), "conf": np.concatenate(confs), "true": np.concatenate(trues),
+            "loss": sum(losses) / n}
+
+
+def build_metadata(args: argparse.Namespace, bins: int, input_size: int, crop: dict, hp: dict) -> dict:
+    return {
+        "model_version": f"carpose-pose-{args.arch}-{datetime.now(timezone.utc).strftime('%Y%m%d%H%M%S')}",
+        "arch": args.arch, "bins": bins, "input_size": input_size, "input_name": "image", "output_name": "probs",
+        "input_format": "RGB float32 NCHW in 0..255 (normalisation inside the model)",
+        "mean": list(MEAN), "std": list(STD), "crop": crop, "convention_version": CONVENTION_VERSION,
+        "sigma_deg": hp["sigma_deg"], "decode_half_window": hp["half_window"],
+        "train_files": [str(p) for p in args.train], "train_data_hash": data_fingerprint(args.train),
+    }
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="carpose-train", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--train", nargs="+", required=True, help="crops HDF5 file(s) to train on")
+    p.add_argument("--val", nargs="*", default=[], help="held-out-model crops file(s): model selection + report")
+    p.add_argument("--val-random", nargs="*", default=[],
+                   help="crops of the *training* car models from new views (the seed's random split), report only")
+    p.add_argument("--arch", choices=("posenet", "seed4"), default="posenet")
+    p.add_argument("--out", required=True, help="run folder")
+    p.add_argument("--epochs", type=int, default=None, help="default 30, or 6 with --quick")
+    p.add_argument("--quick", action="store_true", help="CPU profile: fewer epochs (see README)")
+    p.add_argument("--batch", type=int, default=64)
+    p.add_argument("--lr", type=float, default=None)
+    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    p.add_argument("--limit", type=int, default=None, help="use at most this many rows of each file")
+    p.add_argument("--val-limit", type=int, default=2048, help="rows per val file scored after each epoch")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--resume", action="store_true", help="continue from <out>/last.pt")
+    p.add_argument("--quiet", action="store_true")
+    args = p.parse_args(argv)
+    if args.epochs is None:
+        args.epochs = 6 if args.quick else 30
+    return args
+
+
+def train(args: argparse.Namespace) -> dict:
+    torch.manual_seed(args.seed)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = pick_device(args.device)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    hp = dict(ARCH_DEFAULTS[args.arch])
+    if args.lr is not None:
+        hp["lr"] = args.lr
+    bins = default_bins(args.arch)
+    with CarposeDataset(args.train[0]) as ds:
+        input_size = ds.image_shape[0]
+        crop = ds.attrs["render_config"].get("crop", {"size": input_size, "context": 0.1, "fill": 114})
+    train_stream = CropStream(args.train, train=True, seed=args.seed, limit=args.limit)
+    train_loader = make_loader(train_stream, args.batch, args.workers)
+    val_loader = make_loader(CropStream(args.val, train=False, limit=args.val_limit), 256, min(args.workers, 1)) \
+        if args.val else None
+    model = build_model(args.arch, bins).to(device)
+    meta = build_metadata(args, bins, input_size, crop, hp)
+    steps_per_epoch = max(1, len(train_stream) // args.batch)
+    total = steps_per_epoch * args.epochs
+    if hp["optimizer"] == "adamw":
+        opt = torch.optim.AdamW(model.parameters(), lr=hp["lr"], weight_decay=hp["weight_decay"])
+        warm = min(500, total // 10)
+        sched = torch.optim.lr_scheduler.LambdaLR(
+            opt, lambda s: (s + 1) / max(1, warm) if s < warm else
+            0.5 * (1 + math.cos(math.pi * min(1.0, (s - warm) / max(1, total - warm)))))
+    else:
+        opt = torch.optim.Adam(model.parameters(), lr=hp["lr"])
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0)
+    history: list[dict] = []
+    start_epoch, best = 0, float("inf")
+    if args.resume and (out / "last.pt").exists():
+        model, ck = load_checkpoint(out / "last.pt", map_location=device)
+        opt.load_state_dict(ck["optimizer"])
+        sched.load_state_dict(ck["scheduler"])
+        history, start_epoch, best = ck["history"], ck["epoch"] + 1, ck["best_med_err"]
+        meta = ck["metadata"]
+        log.info("resumed from %s at epoch %d", out / "last.pt", start_epoch)
+    log.info("%s: %d parameters, %d train crops (%d px), %d steps/epoch, %d epochs, device %s", args.arch,
+             count_parameters(model), len(train_stream), input_size, steps_per_epoch, args.epochs, device)
+    t0 = time.time()
+    for epoch in range(start_epoch, args.epochs):
+        model.train()
+        train_stream.set_epoch(epoch)
+        run_loss, seen, te = 0.0, 0, time.time()
+        bar = tqdm(train_loader, total=steps_per_epoch, desc=f"epoch {epoch + 1}/{args.epochs}",
+                   disable=args.quiet, leave=False)
+        for x, az in bar:
+            x = x.to(device, non_blocking=True)
+            tgt = soft_targets(az, bins, hp["sigma_deg"]).to(device)
+            loss = -(tgt * F.log_softmax(model.logits(x), 1)).sum(1).mean()
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            run_loss += loss.item() * len(x)
+            seen += len(x)
+            bar.set_postfix(loss=f"{run_loss / seen:.3f}", img_s=f"{seen / (time.time() - te):.0f}")
+        rec = {"epoch": epoch + 1, "train_loss": run_loss / max(1, seen), "lr": opt.param_groups[0]["lr"],
+               "epoch_s": time.time() - te, "train_img_s": seen / max(1e-9, time.time() - te)}
+        if val_loader is not None:
+            r = predict(model, val_loader, device, hp["half_window"], bins, hp["sigma_deg"])
+            rec["val_loss"] = r["loss"]
+            m = azimuth_metrics(r["pred"], r["true"], r["conf"])
+            rec["val"] = {k: m[k] for k in ("med_err_deg", "acc_30", "acc_15", "quadrant_acc", "flip_rate")}
+            if m["med_err_deg"] < best:
+                best = m["med_err_deg"]
+                save_checkpoint(out / "best.pt", model, meta, {"epoch": epoch, "history": [*history, rec]})
+        else:
+            save_checkpoint(out / "best.pt", model, meta, {"epoch": epoch, "history": [*history, rec]})
+        history.append(rec)
+        save_checkpoint(out / "last.pt", model, meta, {"epoch": epoch, "history": history, "best_med_err": best,
+                                                        "optimizer": opt.state_dict(), "scheduler": sched.state_dict()})
+        save_json({"history": history}, out / "history.json")
+        plot_training_curves(history, out / "curves.png", f"{args.arch} training")
+        v = rec.get("val", {})
+        log.info("epoch %d: loss %.3f, val MedErr %s, Acc@30 %s, %.0f img/s", epoch + 1, rec["train_loss"],
+                 f"{v['med_err_deg']:.1f}" if v else "-", f"{100 * v['acc_30']:.1f}%" if v else "-",
+                 rec["train_img_s"])
+    train_minutes = (time.time() - t0) / 60
+    return final_report(args, out, device, hp, bins, train_minutes, history)
+
+
+def final_report(args: argparse.Namespace, out: Path, device: torch.device, hp: dict, bins: int,
+                 train_minutes: float, history: list[dict]) -> dict:
+    """Score best.pt on the full validation sets, write eval.json + plots, store metrics in best.pt."""
+    model, ck = load_checkpoint(out / "best.pt", map_location=device)
+    report: dict = {"arch": args.arch, "train_minutes": round(train_minutes, 2), "device": str(device),
+                    "parameters": count_parameters(model), "epochs": len(history),
+                    "best_epoch": int(ck.get("epoch", -1)) + 1, "sets": {}}
+    for name, files in (("heldout_models", args.val), ("random_split", args.val_random)):
+        if not files:
+            continue
+        loader = make_loader(CropStream(files, train=False), 256, min(args.workers, 1))
+        r = predict(model, loader, device, hp["half_window"], bins, hp["sigma_deg"], progress=not args.quiet,
+                    desc=name)
+        m = azimuth_metrics(r["pred"], r["true"], r["conf"])
+        m["files"] = [str(f) for f in files]
+        report["sets"][name] = m
+        save_all_plots(r["pred"], r["true"], m, out, name, f"{args.arch} on {name} (n={m['n']})")
+        print(format_metrics(f"{args.arch} {name}", m))
+    save_json(report, out / "eval.json")
+    meta = dict(ck["metadata"], metrics={k: {x: v[x] for x in ("n", "med_err_deg", "acc_30", "acc_15", "quadrant_acc")}
+                                          for k, v in report["sets"].items()})
+    save_checkpoint(out / "best.pt", model, meta, {k: ck[k] for k in ("epoch", "history") if k in ck})
+    return report
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    args = parse_args(argv)
+    try:
+        report = train(args)
+    except (FileNotFoundError, ValueError) as exc:
+        print(f"carpose-train: error: {exc}", file=sys.stderr)
+        return 2
+    print(json.dumps({k: v for k, v in report.items() if k != "sets"}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
