@@ -62,7 +62,7 @@ def pose_run(tmp_path_factory, pose_crops) -> Path:
     from training.pose.train import main
 
     out = tmp_path_factory.mktemp("run") / "posenet"
-    assert main(["--train", str(pose_crops), "--val", str(pose_crops), "--out", str(out), "--epochs", "3",
-                 "--batch", "32", "--workers", "0", "--limit", "64", "--val-limit", "64", "--quiet",
+    assert main(["--train", str(pose_crops), "--val", str(pose_crops), "--val-name", "val", "--out", str(out),
+                 "--epochs", "3", "--batch", "32", "--workers", "0", "--limit", "64", "--val-limit", "64", "--quiet",
                  "--lr", "3e-3"]) == 0
     return out

@@ -123,11 +123,11 @@ def test_training_lowers_the_loss_and_writes_a_run(pose_run, pose_crops):
     hist = json.loads((pose_run / "history.json").read_text())["history"]
     assert len(hist) == 3
     assert hist[-1]["train_loss"] < hist[0]["train_loss"] - 0.05
-    for f in ("best.pt", "last.pt", "curves.png", "eval.json", "heldout_models_polar.png",
-              "heldout_models_quadrants.png"):
+    for f in ("best.pt", "last.pt", "curves.png", "eval.json", "val_polar.png", "val_quadrants.png",
+              "val_calibration.png"):
         assert (pose_run / f).stat().st_size > 0, f
     ev = json.loads((pose_run / "eval.json").read_text())
-    assert ev["sets"]["heldout_models"]["n"] == 96  # the full file, not the per-epoch subset
+    assert ev["sets"]["val"]["n"] == 96  # the full file, not the per-epoch subset
 
 
 def test_resume_continues_from_last_checkpoint(pose_run, pose_crops):

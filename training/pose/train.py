@@ -1,11 +1,12 @@
 """``carpose-train``: train the pose CNN (or the seed baseline) on rendered crops.
 
-    carpose-train --train data/pose/train_*.h5 --val data/pose/heldout_*.h5 \
-        --val-random data/pose/random_*.h5 --arch posenet --out runs/posenet --quick
+    carpose-train --train data/pose/train_*.h5 --val data/pose/random_*.h5 \
+        --heldout data/pose/heldout_*.h5 --arch posenet --out runs/posenet --quick
 
-Writes to ``--out``: ``best.pt`` (lowest held-out MedErr), ``last.pt`` (with optimiser state, for
-``--resume``), ``history.json``, ``curves.png``, and after training the full evaluation
-(``eval.json``, polar / quadrant / calibration PNGs) of ``best.pt`` on every validation set.
+Writes to ``--out``: ``best.pt`` (lowest ``--val`` MedErr; the held-out cars never choose anything),
+``last.pt`` (with optimiser state, for ``--resume``), ``history.json``, ``curves.png``, and after
+training the full evaluation (``eval.json``, polar / quadrant / calibration PNGs) of ``best.pt`` on
+the --val and --heldout sets.
 Uses the GPU when there is one (``--device auto``).
 """
 
@@ -89,9 +90,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="carpose-train", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--train", nargs="+", required=True, help="crops HDF5 file(s) to train on")
-    p.add_argument("--val", nargs="*", default=[], help="held-out-model crops file(s): model selection + report")
-    p.add_argument("--val-random", nargs="*", default=[],
-                   help="crops of the *training* car models from new views (the seed's random split), report only")
+    p.add_argument("--val", nargs="*", default=[],
+                   help="crops scored after every epoch to pick best.pt (for the shipped model: the training "
+                        "cars from new views, the seed's random split), then reported")
+    p.add_argument("--val-name", default="random_split", help="name of the --val set in reports")
+    p.add_argument("--heldout", nargs="*", default=[],
+                   help="crops of car models never trained on: reported only, never used to choose anything")
     p.add_argument("--arch", choices=("posenet", "seed4"), default="posenet")
     p.add_argument("--out", required=True, help="run folder")
     p.add_argument("--epochs", type=int, default=None, help="default 30, or 6 with --quick")
@@ -204,7 +208,7 @@ def final_report(args: argparse.Namespace, out: Path, device: torch.device, hp: 
     report: dict = {"arch": args.arch, "train_minutes": round(train_minutes, 2), "device": str(device),
                     "parameters": count_parameters(model), "epochs": len(history),
                     "best_epoch": int(ck.get("epoch", -1)) + 1, "sets": {}}
-    for name, files in (("heldout_models", args.val), ("random_split", args.val_random)):
+    for name, files in (("heldout_models", args.heldout), (args.val_name, args.val)):
         if not files:
             continue
         loader = make_loader(CropStream(files, train=False), 256, min(args.workers, 1))

@@ -1,0 +1,1 @@
+"""Car detector trained from scratch on rendered scenes (ultralytics YOLO)."""

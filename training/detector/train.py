@@ -1,0 +1,92 @@
+"""``carpose-train-det``: train the shipped car detector from scratch on rendered scenes.
+
+    carpose-train-det data/det/scenes.h5 --out runs/det --epochs 30 --imgsz 416 \
+        --export models/carpose_det.onnx
+
+COCO-pretrained weights cannot be downloaded on this project's machines, so the shipped detector
+is a YOLO11n (ultralytics' own architecture file, random initialisation) trained only on carpose
+renders: the scenes file is exported to YOLO format (one class, 'car'), trained with ultralytics'
+trainer (why: it brings mosaic/scale/HSV augmentation, the loss and the mAP evaluation we would
+otherwise rewrite), and exported to ONNX at a fixed input size. Users with real weights (e.g. a COCO
+``yolo11n.pt``) pass them to the node / ``carpose-infer`` instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import carpose.detect  # noqa: F401  (makes ultralytics offline before it is imported)
+from training.dataset.export import export_yolo
+
+
+def train_detector(scenes: str | Path, out: str | Path, epochs: int, imgsz: int, batch: int, workers: int,
+                   device: str, arch: str = "yolo11n.yaml", seed: int = 0, fraction: float = 1.0) -> Path:
+    """Train; return the path of the best .pt weights."""
+    from ultralytics import YOLO
+
+    out = Path(out).resolve()
+    data_dir = out / "yolo_data"
+    if not (data_dir / "data.yaml").exists():
+        export_yolo(scenes, data_dir)
+    model = YOLO(arch)  # builds from the packaged architecture file: no download
+    model.train(data=str(data_dir / "data.yaml"), epochs=epochs, imgsz=imgsz, batch=batch, workers=workers,
+                device=device, project=str(out), name="train", exist_ok=True, pretrained=False, seed=seed,
+                plots=False, amp=device != "cpu", cache="ram", patience=max(10, epochs), fraction=fraction,
+                close_mosaic=max(1, epochs // 5), verbose=False)
+    best = out / "train" / "weights" / "best.pt"
+    if not best.exists():
+        raise RuntimeError(f"ultralytics wrote no {best}")
+    return best
+
+
+def export_onnx(weights: str | Path, dest: str | Path, imgsz: int) -> Path:
+    """ONNX at a fixed square input (letterboxed by ultralytics at predict time), NMS outside."""
+    from ultralytics import YOLO
+
+    model = YOLO(str(weights))
+    onnx_path = Path(model.export(format="onnx", imgsz=imgsz, simplify=False, dynamic=False, opset=17))
+    dest = Path(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.with_name(dest.name + ".tmp")
+    shutil.copyfile(onnx_path, tmp)
+    tmp.replace(dest)
+    return dest
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="carpose-train-det", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("scenes", help="scenes HDF5 file (carpose-render scenes)")
+    p.add_argument("--out", required=True, help="run folder")
+    p.add_argument("--epochs", type=int, default=30)
+    p.add_argument("--imgsz", type=int, default=416)
+    p.add_argument("--batch", type=int, default=16)
+    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--arch", default="yolo11n.yaml", help="ultralytics architecture file (random init)")
+    p.add_argument("--fraction", type=float, default=1.0, help="fraction of the training images to use")
+    p.add_argument("--export", help="also export the best weights to this ONNX path")
+    args = p.parse_args(argv)
+    t0 = time.time()
+    try:
+        best = train_detector(args.scenes, args.out, args.epochs, args.imgsz, args.batch, args.workers,
+                              args.device, args.arch, fraction=args.fraction)
+    except (FileNotFoundError, ValueError) as exc:
+        print(f"carpose-train-det: error: {exc}", file=sys.stderr)
+        return 2
+    info = {"weights": str(best), "train_minutes": round((time.time() - t0) / 60, 1), "epochs": args.epochs,
+            "imgsz": args.imgsz, "arch": args.arch, "scenes": str(args.scenes)}
+    if args.export:
+        info["onnx"] = str(export_onnx(best, args.export, args.imgsz))
+    (Path(args.out) / "det_train.json").write_text(json.dumps(info, indent=1))
+    print(json.dumps(info))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
