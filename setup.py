@@ -25,7 +25,11 @@ setup(
             "carpose-train = training.pose.train:main",
             "carpose-eval = training.pose.evaluate:main",
             "carpose-export = training.pose.export:main",
+            "carpose-train-det = training.detector.train:main",
+            "carpose-infer = carpose.infer:main",
+            "carpose-det-eval = carpose.det_eval:main",
             "carpose-build-engine = training.build_engine:main",
+            "carpose_node = carpose.node:main",
         ],
     },
 )

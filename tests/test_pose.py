@@ -19,7 +19,8 @@ from carpose.convention import angular_error, flip_azimuth
 from carpose.pose import PoseEstimator, PoseModelError
 from training.cars.procedural import generate_fleet
 from training.pose.data import AugmentConfig, CropStream, augment, make_loader
-from training.pose.evaluate import evaluate, kitti_crops, parse_kitti_label
+from carpose.kitti import parse_kitti_label
+from training.pose.evaluate import evaluate, kitti_crops
 from training.pose.export import export_onnx, parity_check
 from training.pose.export import main as export_main
 from training.pose.metrics import azimuth_metrics
