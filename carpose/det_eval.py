@@ -104,7 +104,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{s['frames']} frames: precision {s['precision']:.3f}, recall {s['recall']:.3f} at conf {args.conf}, "
           f"AP@0.5 {s['ap50']:.3f} (TP {s['tp']}, FP {s['fp']}, FN {s['fn']})")
     if az["n"]:
-        print(f"azimuth on {az['n']} matched cars: MedErr {az['med_err_deg']:.1f} deg, Acc@30 {100 * az['acc_30']:.1f}%")
+        print(f"azimuth on {az['n']} matched cars: MedErr {az['med_err_deg']:.1f} deg, "
+              f"Acc@30 {100 * az['acc_30']:.1f}%")
     if args.out:
         out = Path(args.out)
         out.mkdir(parents=True, exist_ok=True)

@@ -493,7 +493,9 @@ def main(args: list[str] | None = None) -> int:
         try:
             node = CarPoseNode()
         except Exception as exc:  # bad parameter overrides (type, range) are reported here
-            print(f"carpose_node: bad parameters: {type(exc).__name__}: {exc}", file=sys.stderr)
+            hint = " (floating-point parameters need a decimal point: 6.0, not 6)" if "expecting type 'DOUBLE'" \
+                in str(exc) else ""
+            print(f"carpose_node: bad parameters: {type(exc).__name__}: {exc}{hint}", file=sys.stderr)
             return 2
         if node.get_parameter("autostart").value:
             if node.trigger_configure() != TransitionCallbackReturn.SUCCESS:

@@ -16,10 +16,10 @@ import torch
 
 from carpose.azimuth_head import decode, soft_labels
 from carpose.convention import angular_error, flip_azimuth
+from carpose.kitti import parse_kitti_label
 from carpose.pose import PoseEstimator, PoseModelError
 from training.cars.procedural import generate_fleet
 from training.pose.data import AugmentConfig, CropStream, augment, make_loader
-from carpose.kitti import parse_kitti_label
 from training.pose.evaluate import evaluate, kitti_crops
 from training.pose.export import export_onnx, parity_check
 from training.pose.export import main as export_main
