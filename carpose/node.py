@@ -188,6 +188,8 @@ class ReasonLog:
     def should_log(self, reason: str) -> tuple[bool, int]:
         key = re.sub(r"\d+", "N", reason)  # '100 bytes' and '101 bytes' are the same problem
         now = time.monotonic()
+        if key not in self.seen and len(self.seen) >= 256:  # bounded memory, whatever the input
+            self.seen.clear()
         entry = self.seen.setdefault(key, [0, -1e9])
         entry[0] += 1
         if now - entry[1] >= self.period_s:
@@ -312,6 +314,7 @@ class CarPoseNode(LifecycleNode):
         except Exception as exc:
             self.get_logger().error(f"activate failed: {type(exc).__name__}: {exc}")
             self._stop_input()
+            super().on_deactivate(state)  # publishers off again: the node stays inactive
             return TransitionCallbackReturn.FAILURE
         self._active = True
         kind = "CompressedImage" if compressed else "Image"
