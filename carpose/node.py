@@ -25,6 +25,7 @@ without tearing anything down.
 from __future__ import annotations
 
 import re
+import signal
 import sys
 import threading
 import time
@@ -513,6 +514,9 @@ def main(args: list[str] | None = None) -> int:
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     finally:
+        # launch forwards a second SIGINT while we tear down (Ctrl-C reaches the whole process group);
+        # finishing the teardown matters more than reacting to it again.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
         if node is not None:
             node.teardown()
             node.destroy_node()
