@@ -170,6 +170,20 @@ def _resolve_weights(weights: str | Path) -> Path:
     return p.resolve()
 
 
+def _static_onnx_size(path: Path) -> int | None:
+    """Square input side of an ONNX detector exported with a fixed size, else None."""
+    if path.suffix.lower() != ".onnx":
+        return None
+    try:
+        import onnx
+
+        dims = onnx.load(str(path), load_external_data=False).graph.input[0].type.tensor_type.shape.dim
+    except Exception:  # not readable here: ultralytics will report the real problem
+        return None
+    hw = [d.dim_value if d.HasField("dim_value") else 0 for d in dims[2:4]]
+    return hw[0] if len(hw) == 2 and hw[0] > 0 and hw[0] == hw[1] else None
+
+
 class YoloDetector:
     """Ultralytics YOLO (.pt / .onnx / .engine) returning :class:`Detection` boxes of our classes."""
 
@@ -182,6 +196,13 @@ class YoloDetector:
         # task='detect': exported models carry it in metadata, but guessing from the file name warns.
         self.model = YOLO(str(self.weights), task="detect", verbose=False)
         self.config = replace(config, classes=None)
+        fixed = _static_onnx_size(self.weights)
+        if fixed is not None and fixed != self.config.imgsz:
+            # An ONNX exported at a fixed size only accepts that size; asking for another would
+            # fail at the first frame. Use the model's own size and say so.
+            log.info("%s takes %d px input: using imgsz=%d instead of %d", self.weights.name, fixed, fixed,
+                     self.config.imgsz)
+            self.config.imgsz = fixed
         # One dummy frame sets up the backend on our device now: exported models (.onnx/.engine) only
         # know their class names once loaded, and the first real frame should not pay for the setup.
         self._predict(np.full((config.imgsz, config.imgsz, 3), 114, np.uint8), classes=None)

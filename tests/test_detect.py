@@ -172,6 +172,14 @@ def test_pt_and_onnx_agree(models, image):
     assert np.allclose(a[0].box_xyxy, b[0].box_xyxy, atol=3.0) and a[0].score == pytest.approx(b[0].score, abs=0.02)
 
 
+def test_fixed_size_onnx_uses_its_own_input_size(models, image):
+    # exported at 320 px: asking for 640 would make ONNX Runtime reject the first frame
+    ox = YoloDetector(DetectorConfig(weights=models["car_onnx"], imgsz=640, conf=0.5))
+    assert ox.config.imgsz == 320
+    assert ox.detect(image)
+    assert YoloDetector(DetectorConfig(weights=models["car_pt"], imgsz=640)).config.imgsz == 640
+
+
 def test_class_filter_and_mapping(models, image):
     def per_class(dets):
         return {c: sum(d.class_id == c for d in dets) for c in {d.class_id for d in dets}}

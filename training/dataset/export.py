@@ -29,11 +29,10 @@ def export_yolo(scenes: str | Path, out_dir: str | Path, val_fraction: float = 0
     out = Path(out_dir)
     with CarposeDataset(scenes) as ds:
         n_val = int(round(len(ds) * val_fraction))
-        for i in tqdm(range(len(ds)), desc="export yolo", unit="frame"):
+        for i, img in tqdm(ds.iter_images(), total=len(ds), desc="export yolo", unit="frame"):
             part = "val" if i >= len(ds) - n_val else "train"
             (out / "images" / part).mkdir(parents=True, exist_ok=True)
             (out / "labels" / part).mkdir(parents=True, exist_ok=True)
-            img = ds.image(i)
             h, w = img.shape[:2]
             cv2.imwrite(str(out / "images" / part / f"{i:06d}.jpg"), cv2.cvtColor(img, cv2.COLOR_RGB2BGR))
             cars = ds.cars_of_frame(i)
@@ -67,8 +66,8 @@ def export_kitti(scenes: str | Path, out_dir: str | Path) -> Path:
     for sub in ("image_2", "label_2", "calib"):
         (out / sub).mkdir(parents=True, exist_ok=True)
     with CarposeDataset(scenes) as ds:
-        for i in tqdm(range(len(ds)), desc="export kitti", unit="frame"):
-            cv2.imwrite(str(out / "image_2" / f"{i:06d}.png"), cv2.cvtColor(ds.image(i), cv2.COLOR_RGB2BGR))
+        for i, img in tqdm(ds.iter_images(), total=len(ds), desc="export kitti", unit="frame"):
+            cv2.imwrite(str(out / "image_2" / f"{i:06d}.png"), cv2.cvtColor(img, cv2.COLOR_RGB2BGR))
             c = ds.cars_of_frame(i)
             lines = [kitti_line(c["bbox"][j], float(c["azimuth_deg"][j]), c["dimensions"][j],
                                 c["location_cam"][j], float(c["rotation_y"][j]), float(c["truncation"][j]),

@@ -68,6 +68,16 @@ class CarposeDataset:
     def image(self, i: int) -> np.ndarray:
         return self.h5["images"][i]
 
+    def iter_images(self):
+        """Yield (index, image) in file order, reading one compressed chunk at a time. Why: a single
+        row read decompresses its whole chunk (64 frames), so row-by-row export was 64x slower."""
+        d = self.h5["images"]
+        step = d.chunks[0] if d.chunks else 64
+        for a in range(0, len(d), step):
+            block = d[a:a + step]
+            for k, img in enumerate(block):
+                yield a + k, img
+
     def cars_of_frame(self, i: int) -> dict[str, np.ndarray]:
         if self.kind != "scenes":
             raise DatasetError(f"{self.path} holds crops, not scenes")
