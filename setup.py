@@ -30,6 +30,8 @@ setup(
             "carpose-det-eval = carpose.det_eval:main",
             "carpose-build-engine = training.build_engine:main",
             "carpose_node = carpose.node:main",
+            "carpose-make-bag = carpose.bag_make:main",
+            "carpose-bag-eval = carpose.bag_eval:main",
         ],
     },
 )

@@ -89,7 +89,8 @@ def main() -> int:
     tiles = car_tiles(max(counts))
     print(f"pipeline bench: {platform.machine()}, {os.cpu_count()} cores, pose backend "
           f"{pipe.pose.backend_name} ({getattr(pipe.pose.backend, 'providers', ['-'])[0]}), "
-          f"detector {Path(str(cfg.detector_weights)).name} imgsz {cfg.det_imgsz}, {args.frames} frames per row")
+          f"detector {Path(str(cfg.detector_weights)).name} imgsz {pipe.detector.config.imgsz}, "
+          f"{args.frames} frames per row")
     head = f"{'frame':>9} {'cars':>4} {'found':>5} {'fps':>6} | {'p50 ms':>7} {'p95 ms':>7} | " \
            f"{'detect p50/p95':>15} {'crop p50/p95':>13} {'pose p50/p95':>13}"
     for mode in ("detector + pose (end to end)", "pose only (true boxes given)"):

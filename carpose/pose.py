@@ -66,6 +66,9 @@ class OnnxRuntimeBackend:
             raise PoseModelError(f"device {device!r} asked for, but ONNX Runtime has no CUDA provider "
                                  f"(available: {avail}); install onnxruntime-gpu or use device 'cpu'")
         opts = ort.SessionOptions()
+        # No busy-waiting between runs: ORT's pool spins by default, and in a pipeline that also runs
+        # the detector (another ORT session or torch) the spinning threads steal the CPU they need.
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
         if threads:
             opts.intra_op_num_threads = threads
         try:

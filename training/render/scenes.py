@@ -99,7 +99,6 @@ def make_scene(rng: np.random.Generator, models: list[CarModel], renderer: CarRe
     K = np.array([[f, 0, W / 2], [0, f, H / 2], [0, 0, 1]])
     cam_pose = camera_pose_world(rng.uniform(*scfg.camera_height_m), rng.uniform(*scfg.pitch_deg),
                                  rng.uniform(-2.0, 2.0))
-    world_to_cam = np.linalg.inv(cam_pose)
     placements = place_cars(rng, models, scfg, hfov / 2)
     lighting = sample_lighting(rng, cfg)
     paints = [sample_paint(rng) for _ in placements]
@@ -109,31 +108,11 @@ def make_scene(rng: np.random.Generator, models: list[CarModel], renderer: CarRe
                                             "distance_m", "location_cam", "dimensions", "rotation_y",
                                             "visible_fraction", "truncation", "paint_rgb")}
     for i, ((mid, _, _, _yaw), (model, pose)) in enumerate(zip(placements, cars, strict=True)):
-        ext = model.extents
-        cam_in_car = np.linalg.inv(pose) @ cam_pose[:, 3]
-        az, el, dist = view_from_camera_position(cam_in_car[:3], (0.0, 0.0, ext[2] / 2))
-        corners_cam = gl_to_kitti((world_to_cam @ (pose @ _box_corners(model).T)).T[:, :3])
-        full = _amodal_box(K, corners_cam)
-        visible_mask = seg == i
-        box = mask_box(visible_mask)
         solo, _ = renderer.render([(model, pose)], cam_pose, K, W, H, lighting, paints=[paints[i]])
-        solo_px = int(solo.mask.sum())
-        full_area = max((full[2] - full[0]) * (full[3] - full[1]), 1e-6)
-        clipped = np.clip(full, [0, 0, 0, 0], [W, H, W, H])
-        bottom = gl_to_kitti((world_to_cam @ pose @ np.array([0.0, 0.0, 0.0, 1.0]))[None, :3])[0]
-        front_cam = gl_to_kitti((world_to_cam[:3, :3] @ pose[:3, :3] @ np.array([1.0, 0.0, 0.0]))[None])[0]
+        labels = car_labels(model, pose, cam_pose, K, W, H, seg == i, int(solo.mask.sum()))
         rows["model_id"].append(mid)
-        rows["bbox"].append(box if box is not None else np.zeros(4))
-        rows["bbox_full"].append(full)
-        rows["azimuth_deg"].append(wrap_deg(az))
-        rows["elevation_deg"].append(el)
-        rows["distance_m"].append(dist)
-        rows["location_cam"].append(bottom)
-        rows["dimensions"].append([ext[0], ext[1], ext[2]])
-        rows["rotation_y"].append(math.atan2(-front_cam[2], front_cam[0]))
-        rows["visible_fraction"].append(float(visible_mask.sum()) / solo_px if solo_px else 0.0)
-        rows["truncation"].append(1.0 - (clipped[2] - clipped[0]) * (clipped[3] - clipped[1]) / full_area
-                                  if full[3] > 0 else 1.0)
+        for k, v in labels.items():
+            rows[k].append(v)
         rows["paint_rgb"].append(np.round(np.asarray(paints[i]) * 255))
     image = composite(res.color, seg >= 0, backgrounds.sample(rng, H, W))
     if cfg.interference.enabled:
@@ -141,6 +120,39 @@ def make_scene(rng: np.random.Generator, models: list[CarModel], renderer: CarRe
     columns = {k: np.asarray(v, dtype=SCENE_CAR_FIELDS[k][0]).reshape((len(v), *SCENE_CAR_FIELDS[k][1]))
                for k, v in rows.items()}
     return SceneSample(image=image, K=K.astype(np.float32), cars=columns)
+
+
+def car_labels(model: CarModel, pose: np.ndarray, cam_pose: np.ndarray, K: np.ndarray, W: int, H: int,
+               visible_mask: np.ndarray, solo_px: int) -> dict:
+    """KITTI-like labels of one car placed at ``pose`` (car-to-world) seen from ``cam_pose``
+    (camera-to-world, OpenGL): boxes, azimuth/elevation/distance along the viewing ray, 3-D location,
+    rotation_y, visible fraction and truncation. Shared by scenes and drives (training.render.drive)
+    so every synthetic label is computed one way. ``visible_mask`` is the car's pixels in the full
+    render (occlusion included), ``solo_px`` its pixel count rendered alone."""
+    ext = model.extents
+    world_to_cam = np.linalg.inv(cam_pose)
+    cam_in_car = np.linalg.inv(pose) @ cam_pose[:, 3]
+    az, el, dist = view_from_camera_position(cam_in_car[:3], (0.0, 0.0, ext[2] / 2))
+    corners_cam = gl_to_kitti((world_to_cam @ (pose @ _box_corners(model).T)).T[:, :3])
+    full = _amodal_box(K, corners_cam)
+    box = mask_box(visible_mask)
+    full_area = max((full[2] - full[0]) * (full[3] - full[1]), 1e-6)
+    clipped = np.clip(full, [0, 0, 0, 0], [W, H, W, H])
+    bottom = gl_to_kitti((world_to_cam @ pose @ np.array([0.0, 0.0, 0.0, 1.0]))[None, :3])[0]
+    front_cam = gl_to_kitti((world_to_cam[:3, :3] @ pose[:3, :3] @ np.array([1.0, 0.0, 0.0]))[None])[0]
+    return {
+        "bbox": box if box is not None else np.zeros(4),
+        "bbox_full": full,
+        "azimuth_deg": wrap_deg(az),
+        "elevation_deg": el,
+        "distance_m": dist,
+        "location_cam": bottom,
+        "dimensions": [ext[0], ext[1], ext[2]],
+        "rotation_y": math.atan2(-front_cam[2], front_cam[0]),
+        "visible_fraction": float(visible_mask.sum()) / solo_px if solo_px else 0.0,
+        "truncation": 1.0 - (clipped[2] - clipped[0]) * (clipped[3] - clipped[1]) / full_area
+        if full[3] > 0 else 1.0,
+    }
 
 
 def _amodal_box(K: np.ndarray, corners_cam: np.ndarray) -> np.ndarray:
