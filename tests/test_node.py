@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import importlib.util
 import os
-import signal
-import subprocess
 import sys
 import time
 import types
@@ -38,6 +36,7 @@ from sensor_msgs.msg import CompressedImage, Image  # noqa: E402
 from std_srvs.srv import SetBool  # noqa: E402
 from visualization_msgs.msg import Marker, MarkerArray  # noqa: E402
 
+from carpose import bag_eval  # noqa: E402
 from carpose.ros_convert import cv2_to_compressed_imgmsg, cv2_to_imgmsg  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -93,40 +92,14 @@ class RosClient:
             self.node.destroy_client(cli)
 
 
-class NodeProcess:
-    """``python -m carpose.node --ros-args ...`` with its output in a file (no pipe to fill up)."""
+class NodeProcess(bag_eval.NodeProcess):
+    """The node as a subprocess on this test run's private ROS domain (carpose.bag_eval's runner)."""
 
     def __init__(self, ros_args: list[str], log: Path) -> None:
-        env = dict(os.environ, ROS_DOMAIN_ID=str(DOMAIN_ID), ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST",
-                   PYTHONUNBUFFERED="1", RCUTILS_COLORIZED_OUTPUT="0")
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
-        self.log = log
-        with open(log, "wb") as f:
-            self.proc = subprocess.Popen([sys.executable, "-m", "carpose.node", "--ros-args", *ros_args],
-                                         stdout=f, stderr=subprocess.STDOUT, env=env, cwd=REPO)
-
-    def output(self) -> str:
-        return self.log.read_text(errors="replace")
+        super().__init__(ros_args, log, DOMAIN_ID)
 
     def wait_active(self, timeout: float = 90.0) -> None:
-        end = time.monotonic() + timeout
-        while time.monotonic() < end:
-            if "]: active:" in self.output():
-                return
-            if self.proc.poll() is not None:
-                raise AssertionError(f"node exited with {self.proc.returncode}:\n{self.output()[-3000:]}")
-            time.sleep(0.1)
-        raise AssertionError(f"node not active after {timeout} s:\n{self.output()[-3000:]}")
-
-    def stop(self) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGINT)
-            try:
-                self.proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        return self.proc.returncode
+        super().wait_active(timeout)
 
 
 class Session:
