@@ -468,6 +468,24 @@ def agreement(live: RunResult, offline: RunResult) -> dict:
 
 
 # ---- outputs ----------------------------------------------------------------------------------------
+
+def _histogram(series: dict[str, list[float]], bins, xlabel: str, ylabel: str, path: Path, legend_size: int) -> Path:
+    """One overlaid histogram per labelled series, saved as PNG."""
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5, 3.2))
+    for label, values in series.items():
+        ax.hist(values, bins=bins, alpha=0.6, label=label)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    if series:
+        ax.legend(fontsize=legend_size)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path
+
 def _plots(out: Path, scores: dict[str, dict], gt: dict[int, list[GtCar]] | None, times_s: np.ndarray) -> dict:
     import matplotlib
 
@@ -506,34 +524,14 @@ def _plots(out: Path, scores: dict[str, dict], gt: dict[int, list[GtCar]] | None
             paths["azimuth_over_time"] = out / "azimuth_over_time.png"
             fig.savefig(paths["azimuth_over_time"], dpi=90)
             plt.close(fig)
-        fig, ax = plt.subplots(figsize=(5, 3.2))
-        for mode, s in scores.items():
-            e = [p["err_deg"] for p in s.get("matched", [])]
-            if e:
-                ax.hist(e, bins=np.arange(0, 185, 5), alpha=0.6, label=f"{mode} (n={len(e)})")
-        ax.set_xlabel("azimuth error (deg)")
-        ax.set_ylabel("matched cars")
-        if ax.get_legend_handles_labels()[0]:
-            ax.legend(fontsize=8)
-        ax.grid(alpha=0.3)
-        fig.tight_layout()
-        paths["error_histogram"] = out / "error_histogram.png"
-        fig.savefig(paths["error_histogram"], dpi=90)
-        plt.close(fig)
-    fig, ax = plt.subplots(figsize=(5, 3.2))
-    for mode, s in scores.items():
-        lat = [o for o in s.get("_latencies", [])]
-        if lat:
-            ax.hist(lat, bins=30, alpha=0.6, label=f"{mode}: {s['latency_definition']}")
-    ax.set_xlabel("latency (ms)")
-    ax.set_ylabel("frames")
-    if ax.get_legend_handles_labels()[0]:
-        ax.legend(fontsize=6)
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    paths["latency_histogram"] = out / "latency_histogram.png"
-    fig.savefig(paths["latency_histogram"], dpi=90)
-    plt.close(fig)
+        paths["error_histogram"] = _histogram(
+            {f"{mode} (n={len(e)})": e for mode, s in scores.items()
+             if (e := [p["err_deg"] for p in s.get("matched", [])])},
+            np.arange(0, 185, 5), "azimuth error (deg)", "matched cars", out / "error_histogram.png", 8)
+    paths["latency_histogram"] = _histogram(
+        {f"{mode}: {s['latency_definition']}": lat for mode, s in scores.items()
+         if (lat := list(s.get("_latencies", [])))},
+        30, "latency (ms)", "frames", out / "latency_histogram.png", 6)
     return paths
 
 
