@@ -28,7 +28,8 @@ def export_yolo(scenes: str | Path, out_dir: str | Path, val_fraction: float = 0
     """images/{train,val}/*.jpg + labels/{train,val}/*.txt (class 0 = car) + data.yaml."""
     out = Path(out_dir)
     with CarposeDataset(scenes) as ds:
-        n_val = int(round(len(ds) * val_fraction))
+        # At least one validation frame when there are two or more: ultralytics refuses an empty val set.
+        n_val = min(len(ds) - 1, max(1, int(round(len(ds) * val_fraction)))) if len(ds) >= 2 else 0
         for i, img in tqdm(ds.iter_images(), total=len(ds), desc="export yolo", unit="frame"):
             part = "val" if i >= len(ds) - n_val else "train"
             (out / "images" / part).mkdir(parents=True, exist_ok=True)
@@ -43,7 +44,8 @@ def export_yolo(scenes: str | Path, out_dir: str | Path, val_fraction: float = 0
                     lines.append(f"0 {(x1 + x2) / 2 / w:.6f} {(y1 + y2) / 2 / h:.6f} {(x2 - x1) / w:.6f} "
                                  f"{(y2 - y1) / h:.6f}")
             (out / "labels" / part / f"{i:06d}.txt").write_text("\n".join(lines) + ("\n" if lines else ""))
-    (out / "data.yaml").write_text(f"path: {out.resolve()}\ntrain: images/train\nval: images/val\n"
+    val_dir = "images/val" if n_val else "images/train"  # a one-frame set validates on itself
+    (out / "data.yaml").write_text(f"path: {out.resolve()}\ntrain: images/train\nval: {val_dir}\n"
                                    "names:\n  0: car\n")
     return out
 

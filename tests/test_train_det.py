@@ -1,0 +1,27 @@
+"""carpose-train-det end to end on a tiny real dataset: rendered scenes -> YOLO export -> one epoch
+of ultralytics training from scratch -> ONNX -> loaded by carpose's detector. Checks the plumbing
+(no downloads, files where the README says), not accuracy."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+
+from carpose.detect import DetectorConfig, YoloDetector
+from training.detector.train import main
+
+
+def test_train_det_cli_trains_exports_and_loads(pose_scenes, tmp_path):
+    out, onnx = tmp_path / "det", tmp_path / "det.onnx"
+    assert main([str(pose_scenes), "--out", str(out), "--epochs", "1", "--imgsz", "128", "--batch", "4",
+                 "--workers", "0", "--export", str(onnx)]) == 0
+    info = json.loads((out / "det_train.json").read_text())
+    assert info["epochs"] == 1 and info["onnx"] == str(onnx)
+    labels = sorted((out / "yolo_data" / "labels").rglob("*.txt"))
+    assert len(labels) == 4 and len(list((out / "yolo_data" / "labels" / "val").glob("*.txt"))) == 1
+    assert any(p.read_text().strip() for p in labels)  # one label file per scene
+    det = YoloDetector(DetectorConfig(weights=onnx, conf=0.001))
+    assert det.config.imgsz == 128 and det.classes == {0: "car"}
+    dets = det.detect(np.zeros((240, 320, 3), np.uint8))
+    assert all(0 <= d.box_xyxy[0] < d.box_xyxy[2] <= 320 for d in dets)
