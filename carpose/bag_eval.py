@@ -486,6 +486,7 @@ def _histogram(series: dict[str, list[float]], bins, xlabel: str, ylabel: str, p
     plt.close(fig)
     return path
 
+
 def _plots(out: Path, scores: dict[str, dict], gt: dict[int, list[GtCar]] | None, times_s: np.ndarray) -> dict:
     import matplotlib
 
