@@ -30,6 +30,15 @@ CONVENTION_VERSION = 1
 QUADRANT_NAMES = ("front", "left", "rear", "right")
 
 
+def convention_mismatch(version: object, source: str) -> str | None:
+    """Why ``source`` (a dataset or a model) made under another convention version cannot be used
+    here, or None when it matches. Every reader of stored angles asks this one question."""
+    if version == CONVENTION_VERSION:
+        return None
+    return (f"{source} uses azimuth convention {version}, this carpose uses {CONVENTION_VERSION}: "
+            f"its angles would be misread")
+
+
 def wrap_deg(angle: ArrayLike) -> np.ndarray | float:
     """Wrap degrees into [0, 360). Scalars stay Python floats (handy in labels and messages)."""
     a = np.mod(np.asarray(angle, dtype=np.float64), 360.0)

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from carpose.azimuth_head import DEFAULT_DECODE_HALF_WINDOW, decode
-from carpose.convention import CONVENTION_VERSION
+from carpose.convention import convention_mismatch
 from carpose.crop import CropSpec, crop_box
 
 BACKENDS = ("auto", "onnxruntime", "tensorrt", "torch")
@@ -44,9 +44,8 @@ def check_metadata(meta: dict, source: str) -> dict:
     missing = [k for k in ("input_size", "bins", "convention_version", "crop") if k not in meta]
     if missing:
         raise PoseModelError(f"{source}: carpose metadata lacks {missing}; re-export it with carpose-export")
-    if int(meta["convention_version"]) != CONVENTION_VERSION:
-        raise PoseModelError(f"{source} was trained with azimuth convention {meta['convention_version']}, "
-                             f"this carpose uses {CONVENTION_VERSION}: its angles would be misread; retrain it")
+    if why := convention_mismatch(meta["convention_version"], source):
+        raise PoseModelError(f"{why}; retrain it")
     return meta
 
 

@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from carpose.convention import CONVENTION_VERSION
+from carpose.convention import convention_mismatch
 
 #: Sidecar format version; bumped when a key changes meaning.
 SIDECAR_VERSION = 1
@@ -153,10 +153,8 @@ class TensorRTPoseBackend:
         self.input_name: str = str(self.sidecar["input_name"])
         self.output_name: str = str(self.sidecar["output_name"])
         conv = self.metadata.get("convention_version")
-        if conv is not None and int(conv) != CONVENTION_VERSION:
-            raise EngineError(f"{self.engine_path} was made from a model trained with azimuth convention {conv}, "
-                              f"this carpose uses {CONVENTION_VERSION}; its angles would be misread. Export and "
-                              f"build a model trained with the current convention")
+        if conv is not None and (why := convention_mismatch(conv, f"{self.engine_path} (its model)")):
+            raise EngineError(f"{why}. Export and build a model trained with the current convention")
 
         trt = import_tensorrt()
         import torch

@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from carpose.convention import CONVENTION_VERSION
+from carpose.convention import convention_mismatch
 from carpose.trt_backend import (
     BUILD_COMMAND,
     SIDECAR_VERSION,
@@ -90,9 +90,8 @@ def read_onnx_metadata(onnx_path: str | Path) -> dict:
         if not isinstance(meta[key], int) or isinstance(meta[key], bool) or meta[key] < (1 if key == "input_size"
                                                                                          else 2):
             raise EngineBuildError(f"{path}: carpose metadata {key} must be a positive integer, got {meta[key]!r}")
-    if meta["convention_version"] != CONVENTION_VERSION:
-        raise EngineBuildError(f"{path} was trained with azimuth convention {meta['convention_version']}, this "
-                               f"carpose uses {CONVENTION_VERSION}; its angles would be misread")
+    if why := convention_mismatch(meta["convention_version"], str(path)):
+        raise EngineBuildError(why)
     _check_graph(path, model, meta["input_size"], meta["bins"])
     return meta
 

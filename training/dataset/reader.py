@@ -12,7 +12,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from carpose.convention import CONVENTION_VERSION
+from carpose.convention import convention_mismatch
 from training.dataset.schema import CROP_FIELDS, REQUIRED_ATTRS, SCENE_CAR_FIELDS, SCENE_FRAME_FIELDS, SCHEMA_VERSION
 
 
@@ -118,9 +118,8 @@ def validate(path: str | Path) -> dict:
         if attrs["schema_version"] != SCHEMA_VERSION:
             raise DatasetError(f"{path} has schema version {attrs['schema_version']}, this carpose reads "
                                f"{SCHEMA_VERSION}; re-render it")
-        if attrs["convention_version"] != CONVENTION_VERSION:
-            raise DatasetError(f"{path} uses azimuth convention {attrs['convention_version']}, this carpose "
-                               f"uses {CONVENTION_VERSION}; its labels would be misread")
+        if why := convention_mismatch(attrs["convention_version"], str(path)):
+            raise DatasetError(why)
         kind, n = attrs["kind"], int(attrs["count"])
         if kind == "crops":
             expected = {"images": (np.dtype(np.uint8), None), **CROP_FIELDS}
