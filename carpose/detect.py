@@ -265,14 +265,16 @@ class YoloDetector:
 
 def detections_from_array(boxes: np.ndarray | list, class_names: Mapping[int, str] | None = None,
                           default_class_id: int = COCO_CAR_ID, min_score: float = 0.0,
-                          image_shape: tuple[int, ...] | None = None) -> list[Detection]:
+                          image_shape: tuple[int, ...] | None = None, strict: bool = True) -> list[Detection]:
     """User-supplied boxes -> :class:`Detection` list, so any detector can feed the pose stage.
 
     Rows are ``x1 y1 x2 y2`` (score 1), ``x1 y1 x2 y2 score`` or ``x1 y1 x2 y2 score class_id``, in
     image pixels. ``class_names`` names the class ids (default: every box is a 'car'); rows whose id
     is not in a given ``class_names`` are dropped, as are rows below ``min_score``. With
     ``image_shape`` boxes are clipped to the image and boxes left empty are dropped. Malformed rows
-    (non-finite, x2 <= x1, y2 <= y1) raise, because they point at a bug upstream.
+    (non-finite, x2 <= x1, y2 <= y1) raise, because they point at a bug upstream; with
+    ``strict=False`` they are passed on unjudged (a non-finite class id becomes the default) for a
+    caller that skips and reports them itself (``carpose.pipeline.sanitize_boxes``).
     """
     arr = np.asarray(boxes, dtype=np.float64)
     if arr.size == 0:
@@ -280,14 +282,16 @@ def detections_from_array(boxes: np.ndarray | list, class_names: Mapping[int, st
     if arr.ndim == 1:
         arr = arr[None]
     if arr.ndim != 2 or arr.shape[1] not in (4, 5, 6):
-        raise ValueError(f"boxes must be Nx4, Nx5 or Nx6 (x1, y1, x2, y2[, score[, class_id]]), got {arr.shape}")
-    if not np.all(np.isfinite(arr)):
-        raise ValueError("boxes contain non-finite values")
-    bad = np.nonzero((arr[:, 2] <= arr[:, 0]) | (arr[:, 3] <= arr[:, 1]))[0]
-    if bad.size:
-        raise ValueError(f"boxes must have x2 > x1 and y2 > y1; rows {bad.tolist()} do not")
+        raise ValueError(f"boxes must be rows of x1 y1 x2 y2 [score [class_id]] (Nx4, Nx5 or Nx6), got {arr.shape}")
+    if strict:
+        if not np.all(np.isfinite(arr)):
+            raise ValueError("boxes contain non-finite values")
+        bad = np.nonzero((arr[:, 2] <= arr[:, 0]) | (arr[:, 3] <= arr[:, 1]))[0]
+        if bad.size:
+            raise ValueError(f"boxes must have x2 > x1 and y2 > y1; rows {bad.tolist()} do not")
     scores = arr[:, 4] if arr.shape[1] >= 5 else np.ones(len(arr))
-    cls = arr[:, 5].astype(np.int64) if arr.shape[1] == 6 else np.full(len(arr), default_class_id, np.int64)
+    cls_col = arr[:, 5] if arr.shape[1] == 6 else np.full(len(arr), float(default_class_id))
+    cls = np.where(np.isfinite(cls_col), cls_col, default_class_id).astype(np.int64)
     xyxy = arr[:, :4].copy()
     if image_shape is not None:
         h, w = image_shape[:2]
@@ -298,8 +302,10 @@ def detections_from_array(boxes: np.ndarray | list, class_names: Mapping[int, st
         c = int(cls[i])
         if class_names is not None and c not in class_names:
             continue
-        if scores[i] < min_score or xyxy[i, 2] <= xyxy[i, 0] or xyxy[i, 3] <= xyxy[i, 1]:
+        if scores[i] < min_score:
             continue
+        if image_shape is not None and (xyxy[i, 2] <= xyxy[i, 0] or xyxy[i, 3] <= xyxy[i, 1]):
+            continue  # emptied by clipping (malformed rows raised above, or pass on with strict=False)
         name = class_names[c] if class_names is not None else "car"
         out.append(Detection(box_xyxy=xyxy[i], score=float(scores[i]), class_id=c, class_name=name))
     return out

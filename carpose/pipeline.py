@@ -85,14 +85,9 @@ def boxes_to_detections(boxes: list[Detection] | np.ndarray) -> list[Detection]:
     Rows are not judged here: :func:`sanitize_boxes` skips bad ones with a reason."""
     if isinstance(boxes, list) and all(isinstance(b, Detection) for b in boxes):
         return list(boxes)
-    arr = np.asarray(boxes, dtype=np.float64)
-    if arr.size == 0:
-        return []
-    arr = arr.reshape(-1, arr.shape[-1]) if arr.ndim > 1 else arr.reshape(1, -1)
-    if arr.shape[1] not in (4, 5, 6):
-        raise ValueError(f"boxes must be rows of x1 y1 x2 y2 [score [class_id]], got shape {arr.shape}")
-    return [Detection(r[:4].copy(), float(r[4]) if len(r) > 4 else 1.0,
-                      int(r[5]) if len(r) > 5 and np.isfinite(r[5]) else 2, "car") for r in arr]
+    from carpose.detect import detections_from_array
+
+    return detections_from_array(boxes, strict=False)
 
 
 class Pipeline:
