@@ -378,16 +378,9 @@ def _pct(values: list[float] | np.ndarray) -> dict:
             "p95": float(np.percentile(v, 95)), "p99": float(np.percentile(v, 99)), "max": float(v.max())}
 
 
-def _az_stats(err: np.ndarray) -> dict:
-    if not len(err):
-        return {"n": 0, "med_err_deg": None, "acc_30": None, "acc_15": None}
-    return {"n": int(len(err)), "med_err_deg": float(np.median(err)), "mean_err_deg": float(np.mean(err)),
-            "acc_30": float(np.mean(err <= 30.0)), "acc_15": float(np.mean(err <= 15.0))}
-
-
 def score_run(run: RunResult, gt: dict[int, list[GtCar]] | None, times_s: np.ndarray) -> dict:
     """Every figure of one run (see the module docstring)."""
-    from carpose.scoring import detection_report, match_frame, matched_azimuth_errors
+    from carpose.scoring import azimuth_error_stats, detection_report, match_frame, matched_azimuth_errors
 
     processed = len(run.outputs)
     out: dict[str, Any] = {
@@ -424,7 +417,7 @@ def score_run(run: RunResult, gt: dict[int, list[GtCar]] | None, times_s: np.nda
                         "tp": rep.tp, "fp": rep.fp, "fn": rep.fn,
                         "note": "over the published detections (score >= det_conf)"}
     err = np.array([p["err_deg"] for p in pairs])
-    out["azimuth"] = _az_stats(err)
+    out["azimuth"] = azimuth_error_stats(err)
     dist = np.array([p["distance_m"] for p in pairs])
     gd, ga, gf = (np.array([g[k] for g in gts]) for k in range(3))
 
@@ -432,12 +425,12 @@ def score_run(run: RunResult, gt: dict[int, list[GtCar]] | None, times_s: np.nda
         return {"gt": int(sel.sum()), "recall": float(gf[sel].mean()) if sel.any() else None}
 
     out["by_distance"] = [{"from_m": lo, "to_m": None if math.isinf(hi) else hi,
-                           **_az_stats(err[(dist >= lo) & (dist < hi)]), **recall((gd >= lo) & (gd < hi))}
+                           **azimuth_error_stats(err[(dist >= lo) & (dist < hi)]), **recall((gd >= lo) & (gd < hi))}
                           for lo, hi in itertools.pairwise(DIST_EDGES)]
     if len(gts) and not np.all(np.isfinite(gd)):
         out["by_distance_note"] = f"{int(np.sum(~np.isfinite(gd)))} ground-truth cars without a distance"
     gaz = np.array([p["gt_deg"] for p in pairs])
-    out["by_azimuth"] = [{"from_deg": lo, "to_deg": lo + 30, **_az_stats(err[(gaz >= lo) & (gaz < lo + 30)]),
+    out["by_azimuth"] = [{"from_deg": lo, "to_deg": lo + 30, **azimuth_error_stats(err[(gaz >= lo) & (gaz < lo + 30)]),
                           **recall((ga >= lo) & (ga < lo + 30))} for lo in range(0, 360, 30)]
     out["matched"] = pairs
     return out

@@ -21,7 +21,7 @@ from tqdm import tqdm
 
 from carpose.kitti import kitti_pairs, parse_kitti_label
 from carpose.pipeline import DEFAULT_DET_MODEL, DEFAULT_POSE_MODEL, Pipeline, PipelineConfig
-from carpose.scoring import detection_report, match_frame, matched_azimuth_errors
+from carpose.scoring import azimuth_error_stats, detection_report, match_frame, matched_azimuth_errors
 
 
 def evaluate_folder(root: str | Path, pipe: Pipeline, conf: float, types: tuple[str, ...] = ("Car",),
@@ -47,10 +47,7 @@ def evaluate_folder(root: str | Path, pipe: Pipeline, conf: float, types: tuple[
     rep = detection_report(matches, conf)
     err = np.concatenate(errors) if errors else np.zeros(0)
     out = {"frames": len(matches), **rep.to_dict(),
-           "azimuth_on_matched": {"n": int(len(err)),
-                                  "med_err_deg": float(np.median(err)) if len(err) else None,
-                                  "acc_30": float(np.mean(err <= 30)) if len(err) else None,
-                                  "acc_15": float(np.mean(err <= 15)) if len(err) else None}}
+           "azimuth_on_matched": azimuth_error_stats(err)}
     return {"summary": out, "curve": rep.curve}
 
 

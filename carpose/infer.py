@@ -22,7 +22,7 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from carpose.pipeline import DEFAULT_DET_MODEL, DEFAULT_POSE_MODEL, Pipeline, PipelineConfig
+from carpose.pipeline import DEFAULT_DET_MODEL, DEFAULT_POSE_MODEL, Pipeline, PipelineConfig, as_bgr8
 
 IMAGE_EXTS = {".png", ".jpg", ".jpeg", ".bmp"}
 VIDEO_EXTS = {".mp4", ".avi", ".mov", ".mkv"}
@@ -112,15 +112,13 @@ def main(argv: list[str] | None = None) -> int:
                 n_bad += 1
                 continue
             try:
-                res = pipe.process(img)
+                bgr = as_bgr8(img)  # mono / BGRA / 16-bit files: converted or refused with a reason
+                res = pipe.process(bgr)
             except ValueError as exc:
                 log.warning("%s: %s", img_path, exc)
                 n_bad += 1
                 continue
-            cv2.imwrite(str(out / (img_path.stem + ".png")), annotate(img if img.ndim == 3 and img.shape[2] == 3
-                                                                      else cv2.cvtColor(img, cv2.COLOR_GRAY2BGR)
-                                                                      if img.ndim == 2 else img[:, :, :3],
-                                                                      res.cars))
+            cv2.imwrite(str(out / (img_path.stem + ".png")), annotate(bgr, res.cars))
             jl.write(json.dumps(record(img_path.name, res)) + "\n")
             n_frames += 1
             n_cars += len(res.cars)

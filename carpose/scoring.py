@@ -110,6 +110,15 @@ def detection_report(matches: list[FrameMatch], threshold: float) -> DetectionRe
     return rep
 
 
+def azimuth_error_stats(err_deg: np.ndarray) -> dict:
+    """n, MedErr, mean error, Acc@30 and Acc@15 of angular errors in degrees (None when empty)."""
+    err = np.asarray(err_deg, np.float64)
+    if not len(err):
+        return {"n": 0, "med_err_deg": None, "mean_err_deg": None, "acc_30": None, "acc_15": None}
+    return {"n": int(len(err)), "med_err_deg": float(np.median(err)), "mean_err_deg": float(np.mean(err)),
+            "acc_30": float(np.mean(err <= 30.0)), "acc_15": float(np.mean(err <= 15.0))}
+
+
 def matched_azimuth_errors(match: FrameMatch, pred_az: np.ndarray, gt_az: np.ndarray) -> np.ndarray:
     """Azimuth errors (deg) of the true positives of one frame, in prediction order."""
     tp = np.flatnonzero(match.outcome == 1)

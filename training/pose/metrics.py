@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from carpose.convention import QUADRANT_NAMES, angular_error, azimuth_to_quadrant
+from carpose.scoring import azimuth_error_stats
 
 
 def azimuth_metrics(pred_deg: np.ndarray, true_deg: np.ndarray, confidence: np.ndarray | None = None
@@ -31,11 +32,7 @@ def azimuth_metrics(pred_deg: np.ndarray, true_deg: np.ndarray, confidence: np.n
     conf_mat = np.zeros((4, 4), np.int64)
     np.add.at(conf_mat, (qt, qp), 1)
     out = {
-        "n": int(n),
-        "med_err_deg": float(np.median(err)),
-        "mean_err_deg": float(np.mean(err)),
-        "acc_30": float(np.mean(err <= 30.0)),
-        "acc_15": float(np.mean(err <= 15.0)),
+        **azimuth_error_stats(err),
         "acc_5": float(np.mean(err <= 5.0)),
         "quadrant_acc": float(np.mean(qp == qt)),
         "flip_rate": float(np.mean(err > 150.0)),  # front/rear (or left/right) confusions
@@ -46,9 +43,7 @@ def azimuth_metrics(pred_deg: np.ndarray, true_deg: np.ndarray, confidence: np.n
     per = []
     for lo, hi in itertools.pairwise(edges):
         m = (true >= lo) & (true < hi)
-        per.append({"from": int(lo), "to": int(hi), "n": int(m.sum()),
-                    "med_err_deg": float(np.median(err[m])) if m.any() else None,
-                    "acc_30": float(np.mean(err[m] <= 30)) if m.any() else None})
+        per.append({"from": int(lo), "to": int(hi), **azimuth_error_stats(err[m])})
     out["per_azimuth"] = per
     if confidence is not None:
         c = np.asarray(confidence, np.float64)
