@@ -16,7 +16,9 @@ setup(
         ("share/ament_index/resource_index/packages", ["resource/carpose"]),
         ("share/carpose", ["package.xml"]),
         ("share/carpose/launch", glob("launch/*.launch.py")),
-        ("share/carpose/config", glob("config/*.yaml")),
+        ("share/carpose/config", glob("config/*.yaml") + glob("config/*.xml")),
+        # The shipped models, found at run time by carpose.shipped (package share first).
+        ("share/carpose/models", [*glob("models/*.onnx"), "models/README.md"]),
     ],
     zip_safe=True,
     entry_points={

@@ -172,16 +172,22 @@ def _domain_id(cfg: EvalConfig) -> int:
 
 
 class NodeProcess:
-    """``python -m carpose.node`` with its output in a log file (no pipe to fill up)."""
+    """The node as a process with its output in a log file (no pipe to fill up): by default
+    ``python -m carpose.node`` from this source tree; ``command`` runs another executable (an
+    installed ``lib/carpose/carpose_node``) with ``env`` (full environment) in ``cwd``."""
 
-    def __init__(self, ros_args: list[str], log: Path, domain: int) -> None:
-        env = dict(os.environ, ROS_DOMAIN_ID=str(domain), ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST",
+    def __init__(self, ros_args: list[str], log: Path, domain: int, command: list[str] | None = None,
+                 env: dict[str, str] | None = None, cwd: Path | None = None) -> None:
+        if env is None:
+            env = dict(os.environ)
+            env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
+        env = dict(env, ROS_DOMAIN_ID=str(domain), ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST",
                    PYTHONUNBUFFERED="1", RCUTILS_COLORIZED_OUTPUT="0")
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
         self.log = log
         with open(log, "wb") as fh:
-            self.proc = subprocess.Popen([sys.executable, "-m", "carpose.node", "--ros-args", *ros_args],
-                                         stdout=fh, stderr=subprocess.STDOUT, env=env, cwd=REPO)
+            self.proc = subprocess.Popen([*(command or [sys.executable, "-m", "carpose.node"]), "--ros-args",
+                                          *ros_args], stdout=fh, stderr=subprocess.STDOUT, env=env,
+                                         cwd=cwd or REPO)
 
     def output(self) -> str:
         return self.log.read_text(errors="replace") if self.log.exists() else ""

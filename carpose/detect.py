@@ -20,6 +20,7 @@ from typing import Protocol
 import numpy as np
 
 from carpose.results import Detection
+from carpose.shipped import missing_model_message
 
 log = logging.getLogger(__name__)
 
@@ -162,7 +163,7 @@ def _resolve_weights(weights: str | Path) -> Path:
     p = Path(weights).expanduser()
     if not p.is_file():
         raise FileNotFoundError(
-            f"detector weights not found: '{weights}' (looked at {p.resolve()}). carpose never downloads "
+            f"detector weights not found: {missing_model_message(p.resolve())}. carpose never downloads "
             "weights: pass the path of a local .pt/.onnx/.engine file (e.g. fetch yolo11n.pt once with "
             "network access and copy it next to the node).")
     if p.suffix.lower() not in {".pt", ".onnx", ".engine"}:

@@ -47,12 +47,13 @@ from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.parameter import Parameter
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
-from sensor_msgs.msg import CompressedImage, Image
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from std_srvs.srv import SetBool
 from visualization_msgs.msg import MarkerArray
 
 from carpose.convention import CONVENTION_VERSION
-from carpose.pipeline import DEFAULT_DET_MODEL, DEFAULT_POSE_MODEL, REPO, Pipeline, PipelineConfig
+from carpose.dds import apply_recommended
+from carpose.pipeline import REPO, Pipeline, PipelineConfig
 from carpose.pose import BACKENDS
 from carpose.ros_convert import (
     DEFAULT_HFOV_DEG,
@@ -63,6 +64,7 @@ from carpose.ros_convert import (
     frame_to_msg,
     imgmsg_to_cv2,
 )
+from carpose.shipped import DET_MODEL, POSE_MODEL, find_shipped_model
 
 NODE_NAME = "carpose"
 #: detector_weights value that runs without a detector: every frame is one car (pre-cropped input).
@@ -72,7 +74,8 @@ STAGES = ("convert", "detect", "crop", "pose", "track", "pipeline", "publish", "
 #: Parameters applied to the running pipeline at once; the others wait for the next configure
 #: (models, device, sizes) or the next activate (topic, QoS).
 DYNAMIC = ("det_conf", "det_iou", "smoothing", "publish_probs", "min_box_px", "debug_image", "camera_hfov_deg")
-ON_ACTIVATE = ("image_topic", "compressed", "qos_reliable")
+ON_ACTIVATE = ("image_topic", "compressed", "qos_reliable", "image_reliability", "camera_info_topic")
+RELIABILITY = ("auto", "best_effort", "reliable")
 _DEVICE_RE = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
 _BAD_LOG_PERIOD_S = 10.0
 
@@ -100,10 +103,15 @@ PARAMETERS: dict[str, tuple[Any, str, dict]] = {
                    {"floating_point_range": _frange(0.0, 10000.0)}),
     "publish_probs": (False, "fill CarPose.azimuth_probs with the bin probabilities (dynamic)", {}),
     "smoothing": (False, "per-track temporal smoothing of the azimuth, fills track_id (dynamic)", {}),
-    "qos_reliable": (False, "reliable image subscription; default best effort, depth 1 (sensor data)", {}),
+    "image_reliability": ("auto", "image subscription reliability: auto (reliable when every publisher of the "
+                                  "topic is reliable, else best effort; re-checked every second) | best_effort | "
+                                  "reliable", {}),
+    "qos_reliable": (False, "legacy: true forces a reliable image subscription (image_reliability:=reliable)", {}),
     "image_topic": ("image", "input topic (or remap 'image')", {}),
     "compressed": (False, "subscribe sensor_msgs/CompressedImage on <image_topic>/compressed", {}),
-    "camera_hfov_deg": (DEFAULT_HFOV_DEG, "horizontal field of view for orientation and markers (dynamic)",
+    "camera_info_topic": ("", "sensor_msgs/CameraInfo for orientation and markers; '' = camera_info beside the "
+                              "image topic", {}),
+    "camera_hfov_deg": (DEFAULT_HFOV_DEG, "horizontal field of view used when no CameraInfo arrives (dynamic)",
                         {"floating_point_range": _frange(1.0, 179.0)}),
     "autostart": (True, "configure and activate at start-up (false: wait for a lifecycle manager)",
                   {"read_only": True}),
@@ -111,10 +119,11 @@ PARAMETERS: dict[str, tuple[Any, str, dict]] = {
 }
 
 
-def resolve_model(value: str, default: Path) -> Path:
-    """'' -> the shipped default; relative paths are tried from the working directory, then the repo."""
+def resolve_model(value: str, shipped_name: str) -> Path:
+    """'' -> the shipped model (searched in every install location, carpose.shipped; a missing one
+    names each place tried); relative paths are tried from the working directory, then the repo."""
     if not value:
-        return default
+        return find_shipped_model(shipped_name)
     p = Path(value).expanduser()
     if not p.is_absolute() and not p.exists() and (REPO / p).exists():
         return REPO / p
@@ -131,6 +140,8 @@ def parameter_error(name: str, v: Any) -> str:
         return f"device must be auto, cpu, cuda or cuda:N, got {v!r}"
     if name == "image_topic" and not str(v).strip():
         return "image_topic must not be empty"
+    if name == "image_reliability" and v not in RELIABILITY:
+        return f"image_reliability must be one of {', '.join(RELIABILITY)}, got {v!r}"
     if name == "camera_hfov_deg" and not (isinstance(v, float) and 0.0 < v < 180.0):
         return f"camera_hfov_deg must be in (0, 180), got {v!r}"
     return ""
@@ -223,7 +234,13 @@ class CarPoseNode(LifecycleNode):
         self._active = False
         self._sub = None
         self._sub_compressed = False
+        self._sub_reliable = False
         self._input_topic = ""
+        self._qos_timer = None
+        self._info_sub = None
+        self._info_topic = ""
+        self._intrinsics: tuple[float, float, float, int] | None = None  # fx, cx, cy, width of CameraInfo
+        self._said_no_info = False
         self._cars_pub = self._debug_pub = self._markers_pub = self._diag_pub = self._diag_timer = None
         self.create_service(SetBool, "~/enable", self._on_enable)
 
@@ -274,9 +291,9 @@ class CarPoseNode(LifecycleNode):
     def _load_pipeline(self) -> None:
         det = str(self._param("detector_weights")).strip()
         cfg = PipelineConfig(
-            pose_model=resolve_model(str(self._param("pose_model")).strip(), DEFAULT_POSE_MODEL),
+            pose_model=resolve_model(str(self._param("pose_model")).strip(), POSE_MODEL),
             pose_backend=self._param("pose_backend"), device=self._param("device"),
-            detector_weights=None if det.lower() == NO_DETECTOR else resolve_model(det, DEFAULT_DET_MODEL),
+            detector_weights=None if det.lower() == NO_DETECTOR else resolve_model(det, DET_MODEL),
             det_conf=self._param("det_conf"), det_iou=self._param("det_iou"), det_imgsz=self._param("det_imgsz"),
             max_cars=self._param("max_cars"), min_box_px=self._param("min_box_px"),
             return_probs=self._param("publish_probs"), smoothing=self._param("smoothing"))
@@ -303,15 +320,14 @@ class CarPoseNode(LifecycleNode):
             topic = str(self._param("image_topic"))
             if compressed:
                 topic = self.resolve_topic_name(topic) + "/compressed"
-            qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1, durability=DurabilityPolicy.VOLATILE,
-                             reliability=ReliabilityPolicy.RELIABLE if self._param("qos_reliable")
-                             else ReliabilityPolicy.BEST_EFFORT)
             self._sub_compressed = compressed
             self._stop.clear()
             self._worker = threading.Thread(target=self._work, name="carpose-worker", daemon=True)
             self._worker.start()
-            self._sub = self.create_subscription(CompressedImage if compressed else Image, topic, self._on_image, qos)
-            self._input_topic = self._sub.topic_name
+            self._subscribe_image(topic, self._want_reliable(topic))
+            if self._reliability() == "auto":
+                self._qos_timer = self.create_timer(1.0, self._check_reliability)
+            self._subscribe_camera_info()
         except Exception as exc:
             self.get_logger().error(f"activate failed: {type(exc).__name__}: {exc}")
             self._stop_input()
@@ -322,12 +338,79 @@ class CarPoseNode(LifecycleNode):
         self.get_logger().info(f"active: {kind} on {self._input_topic} -> {self.resolve_topic_name('~/cars')}")
         return ret
 
+    # ---- input: image QoS that matches the camera, CameraInfo --------------------------------------
+    def _reliability(self) -> str:
+        return "reliable" if self._param("qos_reliable") else str(self._param("image_reliability"))
+
+    def _want_reliable(self, topic: str) -> bool:
+        """Reliable only when asked, or (auto) when the topic has publishers and all are reliable:
+        a reliable camera then gets reliable delivery (large frames are resent, not lost), and a
+        best-effort one still matches (a reliable subscription would never hear it)."""
+        mode = self._reliability()
+        if mode != "auto":
+            return mode == "reliable"
+        pubs = self.get_publishers_info_by_topic(self.resolve_topic_name(topic))
+        return bool(pubs) and all(p.qos_profile.reliability == ReliabilityPolicy.RELIABLE for p in pubs)
+
+    def _subscribe_image(self, topic: str, reliable: bool) -> None:
+        if self._sub is not None:
+            self.destroy_subscription(self._sub)
+        qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1, durability=DurabilityPolicy.VOLATILE,
+                         reliability=ReliabilityPolicy.RELIABLE if reliable else ReliabilityPolicy.BEST_EFFORT)
+        msg_type = CompressedImage if self._sub_compressed else Image
+        self._sub = self.create_subscription(msg_type, topic, self._on_image, qos)
+        self._sub_reliable = reliable
+        self._input_topic = self._sub.topic_name
+
+    def _check_reliability(self) -> None:
+        if self._sub is None:
+            return
+        want = self._want_reliable(self._input_topic)
+        if want != self._sub_reliable:
+            self._subscribe_image(self._input_topic, want)
+            self.get_logger().info(f"image subscription is now {'reliable' if want else 'best effort'} "
+                                   f"to match the publishers of {self._input_topic}")
+
+    def _subscribe_camera_info(self) -> None:
+        topic = str(self._param("camera_info_topic")).strip()
+        if not topic:  # the camera_info beside the image, as camera drivers publish it
+            image = self._input_topic.removesuffix("/compressed") if self._sub_compressed else self._input_topic
+            topic = image.rsplit("/", 1)[0] + "/camera_info"
+        self._intrinsics, self._said_no_info = None, False
+        self._info_sub = self.create_subscription(CameraInfo, topic, self._on_camera_info,
+                                                  QoSProfile(depth=1, reliability=ReliabilityPolicy.BEST_EFFORT))
+        self._info_topic = self._info_sub.topic_name
+
+    def _on_camera_info(self, msg: CameraInfo) -> None:
+        fx, cx, cy = float(msg.k[0]), float(msg.k[2]), float(msg.k[5])
+        if fx > 0.0 and msg.width > 0:  # K all zero: an uncalibrated camera, keep the fallback
+            if self._intrinsics is None:
+                self.get_logger().info(f"using CameraInfo from {self._info_topic}: fx {fx:.1f}, cx {cx:.1f}")
+            self._intrinsics = (fx, cx, cy, int(msg.width))
+
+    def _camera_model(self, width: int) -> dict[str, float | None]:
+        """fx / cx / cy for this frame's width from CameraInfo (scaled if the image was resized), or
+        nothing: the messages then fall back to camera_hfov_deg, which is said once."""
+        k = self._intrinsics
+        if k is None:
+            if not self._said_no_info:
+                self._said_no_info = True
+                self.get_logger().warning(f"no CameraInfo on {self._info_topic}: orientation and markers use "
+                                          f"camera_hfov_deg = {self._param('camera_hfov_deg')}")
+            return {"camera_fx": None, "cx": None, "cy": None}
+        s = width / k[3]
+        return {"camera_fx": k[0] * s, "cx": k[1] * s, "cy": k[2] * s}
+
     def _stop_input(self) -> None:
         """Unsubscribe and stop the worker (it finishes the frame in hand)."""
         self._active = False
-        if self._sub is not None:
-            self.destroy_subscription(self._sub)
-            self._sub = None
+        for sub in (self._sub, self._info_sub):
+            if sub is not None:
+                self.destroy_subscription(sub)
+        self._sub = self._info_sub = None
+        if self._qos_timer is not None:
+            self.destroy_timer(self._qos_timer)
+            self._qos_timer = None
         self._stop.set()
         with self._slot_cond:
             self._pending = None
@@ -426,9 +509,11 @@ class CarPoseNode(LifecycleNode):
             res = pipe.process(img, boxes=boxes)
         t2 = time.perf_counter()
         hfov = float(self._param("camera_hfov_deg"))
-        self._cars_pub.publish(frame_to_msg(res, msg.header, CONVENTION_VERSION, hfov_deg=hfov))
+        cam = self._camera_model(img.shape[1])
+        self._cars_pub.publish(frame_to_msg(res, msg.header, CONVENTION_VERSION, camera_fx=cam["camera_fx"],
+                                            cx=cam["cx"], hfov_deg=hfov))
         if self._markers_pub.get_subscription_count() > 0:
-            self._markers_pub.publish(frame_to_markers(res, msg.header, hfov_deg=hfov))
+            self._markers_pub.publish(frame_to_markers(res, msg.header, hfov_deg=hfov, **cam))
         if self._param("debug_image") and self._debug_pub.get_subscription_count() > 0:
             from carpose.draw import annotate
 
@@ -474,7 +559,10 @@ class CarPoseNode(LifecycleNode):
         else:
             st.level, st.message = DiagnosticStatus.OK, f"active, {fps:.1f} fps"
         values = {"state": "active" if self._active else "inactive", "enabled": str(self._enabled).lower(),
-                  "input_topic": self._input_topic, "fps": f"{fps:.2f}"}
+                  "input_topic": self._input_topic, "fps": f"{fps:.2f}",
+                  "input_qos": "reliable" if self._sub_reliable else "best_effort",
+                  "intrinsics": "camera_info" if self._intrinsics else
+                  f"camera_hfov_deg {self._param('camera_hfov_deg')} (no CameraInfo on {self._info_topic})"}
         values.update({k: str(v) for k, v in counters.items()})
         for stage in STAGES:
             if stage in pct:
@@ -490,12 +578,16 @@ class CarPoseNode(LifecycleNode):
 
 def main(args: list[str] | None = None) -> int:
     """Console script ``carpose_node``; returns the exit status (1: configure/activate failed)."""
+    dds = apply_recommended()  # before rclpy.init: Fast DDS reads it when the participant is made
     rclpy.init(args=args)
     node: CarPoseNode | None = None
     rc = 0
     try:
         try:
             node = CarPoseNode()
+            if dds:
+                node.get_logger().info("DDS settings for large images: "
+                                       + ", ".join(f"{k}={v}" for k, v in dds.items()))
         except Exception as exc:  # bad parameter overrides (type, range) are reported here
             hint = " (floating-point parameters need a decimal point: 6.0, not 6)" if "expecting type 'DOUBLE'" \
                 in str(exc) else ""

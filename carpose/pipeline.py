@@ -18,11 +18,13 @@ import numpy as np
 
 from carpose.pose import PoseEstimator
 from carpose.results import CarPoseResult, Detection, FrameResult
+from carpose.shipped import DET_MODEL, POSE_MODEL, SOURCE_ROOT, default_model_path
 
-REPO = Path(__file__).resolve().parents[1]
-#: The shipped models (models/README.md): a pose CNN and a car detector, both trained on renders.
-DEFAULT_POSE_MODEL = REPO / "models" / "carpose_pose.onnx"
-DEFAULT_DET_MODEL = REPO / "models" / "carpose_det.onnx"
+REPO = SOURCE_ROOT
+#: The shipped models (models/README.md): a pose CNN and a car detector, both trained on renders;
+#: found in the package share, the install prefix or the source tree (carpose.shipped).
+DEFAULT_POSE_MODEL = default_model_path(POSE_MODEL)
+DEFAULT_DET_MODEL = default_model_path(DET_MODEL)
 
 
 @dataclass

@@ -22,6 +22,7 @@ import numpy as np
 from carpose.azimuth_head import DEFAULT_DECODE_HALF_WINDOW, decode
 from carpose.convention import convention_mismatch
 from carpose.crop import CropSpec, crop_box
+from carpose.shipped import missing_model_message
 
 BACKENDS = ("auto", "onnxruntime", "tensorrt", "torch")
 METADATA_KEY = "carpose"
@@ -113,7 +114,7 @@ def open_backend(path: str | Path, backend: str = "auto", device: str = "auto"):
     if backend not in BACKENDS:
         raise PoseModelError(f"unknown pose backend {backend!r}; choose one of {BACKENDS}")
     if not p.is_file():
-        raise FileNotFoundError(f"pose model {p} does not exist (the shipped default is models/carpose_pose.onnx)")
+        raise FileNotFoundError(f"pose {missing_model_message(p)}")
     if backend == "auto":
         backend = {".engine": "tensorrt", ".plan": "tensorrt", ".pt": "torch", ".pth": "torch"}.get(
             p.suffix.lower(), "onnxruntime")

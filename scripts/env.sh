@@ -22,6 +22,14 @@ if [ -d "$_carpose_msgs" ]; then
 fi
 export PYOPENGL_PLATFORM=${PYOPENGL_PLATFORM:-egl}
 export RMW_IMPLEMENTATION=${RMW_IMPLEMENTATION:-rmw_fastrtps_cpp}
+# HD camera images over Fast DDS: a 32 MB shared-memory segment per process (README, "ROS 2: cameras
+# and DDS"). Every process started from this shell gets it, a camera driver too; a Fast DDS setup of
+# your own (this variable, FASTRTPS_DEFAULT_PROFILES_FILE or FASTDDS_BUILTIN_TRANSPORTS) is kept.
+if [ "$RMW_IMPLEMENTATION" = rmw_fastrtps_cpp ] && [ -z "${FASTDDS_DEFAULT_PROFILES_FILE:-}" ] \
+   && [ -z "${FASTRTPS_DEFAULT_PROFILES_FILE:-}" ] && [ -z "${FASTDDS_BUILTIN_TRANSPORTS:-}" ] \
+   && [ -z "${CARPOSE_NO_DDS_DEFAULTS:-}" ]; then
+  export FASTDDS_DEFAULT_PROFILES_FILE=$_carpose_root/config/fastdds_large_images.xml
+fi
 # ultralytics: never phone home, never try to download fonts/weights at import.
 export YOLO_OFFLINE=${YOLO_OFFLINE:-1}
 unset -f _carpose_prepend

@@ -9,6 +9,7 @@ test needs the shipped models/carpose_pose.onnx + models/carpose_det.onnx and sk
 from __future__ import annotations
 
 import importlib.util
+import math
 import os
 import sys
 import time
@@ -95,8 +96,8 @@ class RosClient:
 class NodeProcess(bag_eval.NodeProcess):
     """The node as a subprocess on this test run's private ROS domain (carpose.bag_eval's runner)."""
 
-    def __init__(self, ros_args: list[str], log: Path) -> None:
-        super().__init__(ros_args, log, DOMAIN_ID)
+    def __init__(self, ros_args: list[str], log: Path, **kwargs: Any) -> None:
+        super().__init__(ros_args, log, DOMAIN_ID, **kwargs)
 
     def wait_active(self, timeout: float = 90.0) -> None:
         super().wait_active(timeout)
@@ -438,25 +439,38 @@ class _Recorder:
         return type(self) is type(other) and (self.args, self.kwargs) == (other.args, other.kwargs)  # type: ignore
 
 
-def test_launch_file_with_stub_modules(monkeypatch):
-    """``launch`` and ``launch_ros`` are not on PyPI, so they cannot be imported here: these stub
-    modules stand in for them only to check what the launch file declares (four arguments, one Node
-    of package carpose / executable carpose_node); `ros2 launch` itself needs a full ROS 2 install."""
-    import yaml
-
+def load_launch_with_stubs(monkeypatch: pytest.MonkeyPatch, path: Path) -> tuple[list, dict[str, type]]:
+    """The entities of a launch file's description, built with stand-in ``launch`` / ``launch_ros``
+    classes that record their arguments, and those classes by name."""
     classes = {name: type(name, (_Recorder,), {}) for name in
-               ("LaunchDescription", "DeclareLaunchArgument", "LaunchConfiguration", "Node")}
+               ("LaunchDescription", "DeclareLaunchArgument", "SetEnvironmentVariable", "LaunchConfiguration",
+                "Node")}
     mods = {"launch": {"LaunchDescription": classes["LaunchDescription"]},
-            "launch.actions": {"DeclareLaunchArgument": classes["DeclareLaunchArgument"]},
+            "launch.actions": {"DeclareLaunchArgument": classes["DeclareLaunchArgument"],
+                               "SetEnvironmentVariable": classes["SetEnvironmentVariable"]},
             "launch.substitutions": {"LaunchConfiguration": classes["LaunchConfiguration"]},
             "launch_ros": {}, "launch_ros.actions": {"Node": classes["Node"]}}
     for name, attrs in mods.items():
         monkeypatch.setitem(sys.modules, name, types.SimpleNamespace(**attrs))
-    spec = importlib.util.spec_from_file_location("pose_launch", REPO / "launch" / "pose.launch.py")
+    spec = importlib.util.spec_from_file_location("pose_launch", path)
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
-    ld = mod.generate_launch_description()
-    entities = ld.args[0]
+    return mod.generate_launch_description().args[0], classes
+
+
+def test_launch_file_with_stub_modules(monkeypatch):
+    """``launch`` and ``launch_ros`` are not on PyPI, so they cannot be imported here: these stub
+    modules stand in for them only to check what the launch file declares (four arguments, one Node
+    of package carpose / executable carpose_node); `ros2 launch` itself needs a full ROS 2 install
+    (tests/test_colcon_install.py resolves the Node against a real colcon install)."""
+    import yaml
+
+    for var in ("FASTDDS_DEFAULT_PROFILES_FILE", "FASTRTPS_DEFAULT_PROFILES_FILE", "FASTDDS_BUILTIN_TRANSPORTS",
+                "CARPOSE_NO_DDS_DEFAULTS", "RMW_IMPLEMENTATION"):
+        monkeypatch.delenv(var, raising=False)
+    entities, classes = load_launch_with_stubs(monkeypatch, REPO / "launch" / "pose.launch.py")
+    (env,) = [e for e in entities if isinstance(e, classes["SetEnvironmentVariable"])]
+    assert env.args[0] == "FASTDDS_DEFAULT_PROFILES_FILE" and Path(env.args[1]).is_file()
     declared = {e.args[0]: e.kwargs.get("default_value") for e in entities
                 if isinstance(e, classes["DeclareLaunchArgument"])}
     assert set(declared) == {"image_topic", "params_file", "backend", "namespace"}
@@ -553,3 +567,77 @@ def test_soak_memory_and_flow(ros, tiny_pose_onnx, random_yolo, street, tmp_path
     assert rc == 0
     assert all(w > 0 for w in windows)
     assert rss[5] - rss[0] < 30.0, rss
+
+
+# ---- cameras: HD frames over DDS, QoS of real drivers, CameraInfo -----------------------------------
+def _bench_case(size: tuple[int, int], qos: str, transport: str) -> dict:
+    """One case of bench/node_bench.py: a camera-like publisher process and the default node."""
+    sys.path.insert(0, str(REPO / "bench"))
+    from node_bench import run_case
+
+    from carpose.dds import NO_DDS_DEFAULTS, PROFILES_VAR, recommended_env
+
+    env = {k: v for k, v in os.environ.items() if k != PROFILES_VAR}
+    if transport == "recommended":
+        env.update(recommended_env(env))
+    else:
+        env[NO_DDS_DEFAULTS] = "1"
+    return run_case(*size, 10.0, qos, 8.0, env, env, DOMAIN_ID + 31, Path(os.environ.get("TMPDIR", "/tmp")))
+
+
+@pytest.mark.timeout(180)
+def test_hd_best_effort_stream_reaches_the_default_node():
+    """1600x900 bgr8 at 10 Hz from a best-effort publisher (a camera driver's sensor-data QoS) with
+    carpose's DDS settings: Fast DDS's defaults deliver about none of these frames."""
+    r = _bench_case((1600, 900), "best_effort", "recommended")
+    assert r["after_discovery"] >= 60, r
+    assert r["received_pct"] >= 95.0, r
+
+
+@pytest.mark.timeout(180)
+def test_reliable_publisher_works_with_the_default_node_and_default_dds():
+    """A reliable camera driver: the node's auto reliability matches it, so its frames are resent
+    rather than lost, even with the RMW's own transport defaults."""
+    r = _bench_case((1600, 900), "reliable", "default")
+    assert r["after_discovery"] >= 60, r
+    assert r["received_pct"] >= 95.0, r
+
+
+@pytest.mark.timeout(120)
+def test_camera_info_intrinsics_set_the_orientation(ros, tiny_pose_onnx, tmp_path):
+    """With CameraInfo (fx 400, cx 40 on a 640-wide image) the reported orientation is the car's
+    yaw in the camera frame: rotation_y = alpha + atan2(x, z) for the ray through the box centre
+    (the whole frame here: no detector), not the one the 60-deg fallback would give."""
+    from sensor_msgs.msg import CameraInfo
+
+    from carpose.convention import kitti_alpha_from_azimuth
+
+    proc = NodeProcess(["-p", f"pose_model:={tiny_pose_onnx}", "-p", "detector_weights:=none",
+                        "-r", f"image:={CAMERA}"], tmp_path / "node.log")
+    try:
+        proc.wait_active()
+        session = Session(ros, proc, reliable=False)
+        info_pub = ros.node.create_publisher(CameraInfo, "/test_cam/camera_info", 10)
+        info = CameraInfo(width=640, height=480)
+        info.k = [400.0, 0.0, 40.0, 0.0, 400.0, 240.0, 0.0, 0.0, 1.0]
+        frame = np.full((480, 640, 3), 120, np.uint8)
+        first = session.send(session.frame_msg(frame), timeout=30, tries=3)
+        assert first is not None
+        assert "no CameraInfo" in session.diagnostics()["intrinsics"]
+        assert ros.spin_until(lambda: info_pub.get_subscription_count() > 0, 10)
+        for _ in range(3):
+            info_pub.publish(info)
+            ros.spin_until(lambda: False, 0.2)
+        out = session.send(session.frame_msg(frame), timeout=30, tries=3)
+        assert out is not None and len(out.cars) == 1
+        car = out.cars[0]
+        ray = math.atan2((car.center_x - 40.0) / 400.0, 1.0)  # the box centre seen through K
+        alpha = float(kitti_alpha_from_azimuth(car.azimuth_deg))
+        want = math.remainder(alpha + ray, 2 * math.pi)
+        got = 2.0 * math.atan2(car.orientation.y, car.orientation.w)
+        assert abs(math.remainder(got - want, 2 * math.pi)) < 1e-3, (got, want)
+        assert abs(ray) > math.radians(30)  # far from the fallback's ray through the image centre (0)
+        assert session.diagnostics()["intrinsics"] == "camera_info"
+        assert "no CameraInfo on /test_cam/camera_info" in proc.output()
+    finally:
+        proc.stop()
