@@ -102,6 +102,7 @@ class EvalConfig:
     video: bool = True
     fallback_offline: bool = False
     progress: bool = True
+    qos: str = "best_effort"  # the replayed stream's reliability, like a camera driver's
 
 
 @dataclass
@@ -220,7 +221,7 @@ def _node_args(cfg: EvalConfig, reader: BagReader) -> tuple[list[str], str]:
     """ROS arguments for the node and the topic to publish on."""
     topic = reader.image_topic
     det = NO_DETECTOR if cfg.det_model.lower() == NO_DETECTOR else Path(cfg.det_model).resolve()
-    args = ["-p", "qos_reliable:=true", "-p", "debug_image:=false",
+    args = ["-p", "debug_image:=false",  # the node's default image QoS: it adapts to the publisher
             "-p", f"pose_model:={Path(cfg.pose_model).resolve()}", "-p", f"detector_weights:={det}",
             "-p", f"det_conf:={float(cfg.det_conf)!r}", "-p", f"det_iou:={float(cfg.det_iou)!r}",
             "-p", f"det_imgsz:={int(cfg.det_imgsz)}"]
@@ -266,8 +267,9 @@ def run_live(cfg: EvalConfig, reader: BagReader, n: int, out: Path) -> RunResult
         executor = SingleThreadedExecutor(context=ctx)
         executor.add_node(client)
         msg_cls = CompressedImage if reader.compressed else Image
-        reliable = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
-        pub = client.create_publisher(msg_cls, topic, reliable)
+        # like a camera driver: sensor-data QoS (best effort) unless --qos reliable
+        pub = client.create_publisher(msg_cls, topic, QoSProfile(depth=10, reliability=(
+            ReliabilityPolicy.RELIABLE if cfg.qos == "reliable" else ReliabilityPolicy.BEST_EFFORT)))
         stamp_to_index: dict[int, int] = {}
         received: dict[int, tuple[int, Any]] = {}
         writer = BagWriter(result_tmp, "mcap")
@@ -734,10 +736,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--fallback-offline", action="store_true", help="if the node cannot start, evaluate offline")
     p.add_argument("--no-video", action="store_true")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--qos", choices=("best_effort", "reliable"), default="best_effort",
+                   help="reliability of the replayed image stream (default: best effort, like camera drivers)")
     a = p.parse_args(argv)
     cfg = EvalConfig(a.bag, a.image_topic, None if a.gt_topic.lower() == "none" else a.gt_topic, a.mode, a.rate,
                      a.out, a.pose_model, a.det_model, a.det_conf, a.det_iou, a.det_imgsz, a.frame_timeout,
-                     a.start_timeout, a.domain_id, a.max_frames, not a.no_video, a.fallback_offline, not a.quiet)
+                     a.start_timeout, a.domain_id, a.max_frames, not a.no_video, a.fallback_offline, not a.quiet, a.qos)
     try:
         r = evaluate(cfg)
     except NodeError as exc:

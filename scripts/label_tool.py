@@ -60,7 +60,7 @@ def grid(img: np.ndarray, region: tuple[int, int, int, int] | None, zoom: float)
     out = cv2.resize(crop, None, fx=zoom, fy=zoom, interpolation=cv2.INTER_CUBIC if zoom > 1 else cv2.INTER_AREA)
     span = max(x2 - x1, y2 - y1)
     major = 100 if span > 500 else (50 if span > 200 else 10)
-    minor = major // 5
+    minor = major // 5 if major // 5 * zoom >= 12 else major  # thin lines only where they leave the picture visible
     for x in range((x1 // minor + 1) * minor, x2, minor):
         px = int(round((x - x1) * zoom))
         strong = x % major == 0
