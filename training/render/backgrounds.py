@@ -19,24 +19,61 @@ log = logging.getLogger(__name__)
 PHOTO_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 
 
-class BackgroundSource:
-    """Draws background images (uint8 HxWx3 RGB) from photos or procedurally; deterministic per rng."""
+def read_kitti_boxes(path: str | Path) -> np.ndarray:
+    """Every 2-D box (x1, y1, x2, y2; KITTI fields 5-8) of a KITTI label file, whatever its class
+    (DontCare and pedestrians included: a background must avoid them all). (N, 4) float."""
+    rows = []
+    for line in Path(path).read_text().splitlines():
+        f = line.split()
+        if len(f) >= 8:
+            rows.append([float(v) for v in f[4:8]])
+    return np.array(rows, dtype=np.float64).reshape(-1, 4)
 
-    def __init__(self, photos: list[Path] | None = None, cache_size: int = 16) -> None:
+
+class BackgroundSource:
+    """Draws background images (uint8 HxWx3 RGB) from photos or procedurally; deterministic per rng.
+
+    With ``boxes`` (photo -> (N, 4) boxes to avoid, e.g. the labelled cars of real road frames)
+    every crop of that photo lies clear of every box: the real frames give real road, kerb, tree
+    and building textures with the cars *removed*. Why avoid rather than inpaint: an inpainted car
+    leaves a smeared car-shaped blob, exactly the kind of cue the pose network must not learn from,
+    and there is plenty of car-free road in a 1600x900 frame. ``procedural_fraction`` of the draws
+    use procedural backgrounds instead (variety the 50 frames lack).
+    """
+
+    def __init__(self, photos: list[Path] | None = None, cache_size: int = 16,
+                 boxes: dict[Path, np.ndarray] | None = None, procedural_fraction: float = 0.0,
+                 bottom_margin: float = 0.0) -> None:
         self.photos = photos or []
         self.cache_size = cache_size
+        self.boxes = boxes
+        self.procedural_fraction = procedural_fraction
+        self.bottom_margin = bottom_margin  # fraction of rows at the bottom to avoid (ego hood)
         self._cache: OrderedDict[Path, np.ndarray] = OrderedDict()
         self.unreadable: set[Path] = set()
+        self.misses = 0  # draws that found no free crop in a photo (then another photo is tried)
 
     @classmethod
-    def from_folder(cls, folder: str | Path) -> BackgroundSource:
+    def from_folder(cls, folder: str | Path, labels: str | Path | None = None, procedural_fraction: float = 0.0,
+                    bottom_margin: float = 0.0) -> BackgroundSource:
+        """Photos under ``folder``; with ``labels`` (a KITTI label_2 folder) only the photos that
+        have a label file, cropped away from every labelled box (see the class doc)."""
         root = Path(folder)
         if not root.is_dir():
             raise FileNotFoundError(f"background folder {root} does not exist")
         photos = sorted(p for p in root.rglob("*") if p.suffix.lower() in PHOTO_SUFFIXES and p.is_file())
         if not photos:
             raise ValueError(f"background folder {root} has no {'/'.join(PHOTO_SUFFIXES)} images")
-        return cls(photos)
+        boxes = None
+        if labels is not None:
+            lab = Path(labels)
+            if not lab.is_dir():
+                raise FileNotFoundError(f"background label folder {lab} does not exist")
+            boxes = {p: read_kitti_boxes(lab / f"{p.stem}.txt") for p in photos if (lab / f"{p.stem}.txt").is_file()}
+            if not boxes:
+                raise ValueError(f"no photo in {root} has a label file in {lab}: cars could not be avoided")
+            photos = sorted(boxes)
+        return cls(photos, boxes=boxes, procedural_fraction=procedural_fraction, bottom_margin=bottom_margin)
 
     @classmethod
     def procedural(cls) -> BackgroundSource:
@@ -45,7 +82,12 @@ class BackgroundSource:
     def describe(self) -> str:
         if not self.photos:
             return "procedural backgrounds"
-        return f"{len(self.photos)} photos from {self.photos[0].parent}"
+        text = f"{len(self.photos)} photos from {self.photos[0].parent}"
+        if self.boxes is not None:
+            text += f", crops avoiding {sum(len(b) for b in self.boxes.values())} labelled boxes"
+        if self.procedural_fraction:
+            text += f", {self.procedural_fraction:.0%} procedural"
+        return text
 
     def _photo(self, path: Path) -> np.ndarray | None:
         if path in self._cache:
@@ -64,14 +106,73 @@ class BackgroundSource:
         return img
 
     def sample(self, rng: np.random.Generator, height: int, width: int) -> np.ndarray:
-        if self.photos:
+        return self.sample_with_region(rng, height, width)[0]
+
+    def sample_with_region(self, rng: np.random.Generator, height: int, width: int
+                           ) -> tuple[np.ndarray, tuple[Path, np.ndarray] | None]:
+        """A background and where it came from: (photo, crop box x1 y1 x2 y2) or None (procedural)."""
+        if self.photos and not (self.procedural_fraction and rng.uniform() < self.procedural_fraction):
             for _ in range(8):
-                img = self._photo(self.photos[int(rng.integers(len(self.photos)))])
-                if img is not None:
-                    return photo_crop(img, rng, height, width)
+                path = self.photos[int(rng.integers(len(self.photos)))]
+                img = self._photo(path)
+                if img is None:
+                    continue
+                if self.boxes is None:
+                    return photo_crop(img, rng, height, width), None
+                avoid = self.boxes[path]
+                if self.bottom_margin > 0:
+                    ih, iw = img.shape[:2]
+                    avoid = np.vstack([avoid, [0, ih * (1 - self.bottom_margin), iw, ih]])
+                region = free_region(img.shape[:2], avoid, rng, width / height)
+                if region is None:
+                    self.misses += 1
+                    continue
+                return crop_region_resized(img, region, rng, height, width), (path, region)
             if len(self.unreadable) == len(self.photos):
                 raise ValueError(f"none of the {len(self.photos)} background images can be read")
-        return procedural_background(rng, height, width)
+        return procedural_background(rng, height, width), None
+
+
+def boxes_overlap(a: np.ndarray, boxes: np.ndarray, margin: float = 0.0) -> bool:
+    """Whether box ``a`` (x1 y1 x2 y2) overlaps any of ``boxes`` grown by ``margin`` pixels."""
+    if len(boxes) == 0:
+        return False
+    b = np.asarray(boxes, dtype=np.float64)
+    return bool(np.any((a[0] < b[:, 2] + margin) & (a[2] > b[:, 0] - margin)
+                       & (a[1] < b[:, 3] + margin) & (a[3] > b[:, 1] - margin)))
+
+
+def free_region(shape: tuple[int, int], avoid: np.ndarray, rng: np.random.Generator, aspect: float,
+                tries: int = 40, min_side: int = 48, margin: float = 4.0) -> np.ndarray | None:
+    """A random crop box of ``aspect`` (w/h) inside an image of ``shape`` that overlaps none of
+    ``avoid`` (grown by ``margin``); sides log-uniform from ``min_side`` to 60 % of the image height,
+    shrinking as tries fail. None if nothing fits."""
+    ih, iw = shape
+    hi = max(min_side + 1.0, 0.6 * min(ih, iw / aspect))
+    for t in range(tries):
+        top = hi * (1.0 - 0.8 * t / tries)
+        h = float(np.exp(rng.uniform(np.log(min_side), np.log(max(top, min_side + 1.0)))))
+        w = h * aspect
+        if w > iw or h > ih:
+            continue
+        x0, y0 = rng.uniform(0, iw - w), rng.uniform(0, ih - h)
+        box = np.array([x0, y0, x0 + w, y0 + h])
+        if not boxes_overlap(box, avoid, margin):
+            return box
+    return None
+
+
+def crop_region_resized(img: np.ndarray, region: np.ndarray, rng: np.random.Generator, height: int, width: int
+                        ) -> np.ndarray:
+    """``region`` of ``img`` (pixels inside it only), randomly flipped, resized to height x width."""
+    x1, y1, x2, y2 = region
+    x1, y1 = int(np.ceil(x1)), int(np.ceil(y1))
+    x2, y2 = max(int(np.floor(x2)), x1 + 1), max(int(np.floor(y2)), y1 + 1)
+    crop = img[y1:y2, x1:x2]
+    if rng.uniform() < 0.5:
+        crop = crop[:, ::-1]
+    interp = cv2.INTER_AREA if crop.shape[0] > height else cv2.INTER_LINEAR
+    return np.ascontiguousarray(cv2.resize(crop, (width, height), interpolation=interp))
 
 
 def photo_crop(img: np.ndarray, rng: np.random.Generator, height: int, width: int) -> np.ndarray:
@@ -197,10 +298,18 @@ def procedural_background(rng: np.random.Generator, height: int, width: int) -> 
     return img
 
 
-def composite(foreground: np.ndarray, alpha: np.ndarray, background: np.ndarray, feather: bool = True
-              ) -> np.ndarray:
+#: Shadowed road is lit by the blue sky only: red loses more than blue.
+SHADOW_TINT = np.array([1.0, 0.97, 0.88], np.float32)
+
+
+def composite(foreground: np.ndarray, alpha: np.ndarray, background: np.ndarray, feather: bool = True,
+              shadow: np.ndarray | None = None, haze: float = 0.0) -> np.ndarray:
     """Alpha-blend a rendered car over a background. ``alpha`` is HxW bool/uint8/float in [0, 1];
-    ``feather`` softens the mask edge by about one pixel so the car has no aliased halo."""
+    ``feather`` softens the mask edge by about one pixel so the car has no aliased halo.
+
+    ``shadow`` (HxW in [0, 1], lighting.ground_shadow) darkens the background first, bluish like
+    sky-lit shade. ``haze`` in [0, 1] pulls the car towards the background's mean colour (air
+    light and the camera's colour cast, which the photo has and a clean render lacks)."""
     if foreground.shape != background.shape or foreground.ndim != 3:
         raise ValueError(f"foreground {foreground.shape} and background {background.shape} must both be HxWx3")
     if alpha.shape != foreground.shape[:2]:
@@ -211,5 +320,13 @@ def composite(foreground: np.ndarray, alpha: np.ndarray, background: np.ndarray,
     if feather:  # soften only inside the mask: outside it the render is black, which would halo
         a = np.minimum(a, cv2.GaussianBlur(a, (3, 3), 0.6))
     a = a[..., None]
-    out = foreground.astype(np.float32) * a + background.astype(np.float32) * (1.0 - a)
+    bg = background.astype(np.float32)
+    fg = foreground.astype(np.float32)
+    if haze > 0:
+        fg = fg * (1.0 - haze) + haze * bg.reshape(-1, 3).mean(axis=0)
+    if shadow is not None:
+        if shadow.shape != background.shape[:2]:
+            raise ValueError(f"shadow {shadow.shape} does not match image {background.shape[:2]}")
+        bg = bg * (1.0 - shadow[..., None].astype(np.float32) * SHADOW_TINT)
+    out = fg * a + bg * (1.0 - a)
     return np.clip(out + 0.5, 0, 255).astype(np.uint8)

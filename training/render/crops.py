@@ -15,8 +15,9 @@ from carpose.crop import box_in_crop, crop_box, crop_region
 from training.cars.model import CarModel
 from training.render.backgrounds import BackgroundSource, composite
 from training.render.interference import add_occluders, apply_photometric
+from training.render.lighting import ground_shadow
 from training.render.renderer import CarRenderer, mask_box
-from training.render.sampling import RenderConfig, jitter_box, sample_lighting, sample_paint, sample_view
+from training.render.sampling import RenderConfig, jitter_box, sample_car_look, sample_lighting, sample_view
 
 
 @dataclass
@@ -76,13 +77,16 @@ def make_crop(rng: np.random.Generator, models: list[CarModel], renderer: CarRen
     model_id = int(rng.integers(len(models)))
     view = sample_view(rng, cfg)
     lighting = sample_lighting(rng, cfg)
-    paint = sample_paint(rng)
+    look, paint = sample_car_look(rng, cfg)
     side = int(round(cfg.crop.size * cfg.render_scale))
-    res = renderer.render_view(models[model_id], view, side, lighting, paint=paint, fill=1.0)
+    model = models[model_id]
+    res = renderer.render_view(model, view, side, lighting, paint=None if look else paint, fill=1.0, look=look)
     tight = res.box()
     if tight is None:
-        raise RuntimeError(f"car {models[model_id].name} rendered empty at {view}")
-    image = composite(res.color, res.mask, backgrounds.sample(rng, side, side))
+        raise RuntimeError(f"car {model.name} rendered empty at {view}")
+    shadow = ground_shadow([(model, np.eye(4))], res.camera_pose, res.K, side, side, lighting) if cfg.shadows else None
+    haze = float(rng.uniform(*cfg.haze)) if cfg.haze[1] > 0 else 0.0
+    image = composite(res.color, res.mask, backgrounds.sample(rng, side, side), shadow=shadow, haze=haze)
 
     occlusion = 0.0
     icfg = cfg.interference

@@ -112,7 +112,10 @@ def _init_worker(kind: str, spec: ModelSpec, cfg: RenderConfig, scfg: SceneConfi
     models, _ = build_models(spec)
     side = int(round(cfg.crop.size * cfg.render_scale))
     renderer = CarRenderer(scfg.width if scfg else side, scfg.height if scfg else side)
-    bg = BackgroundSource.from_folder(backgrounds) if backgrounds else BackgroundSource.procedural()
+    bg = (BackgroundSource.from_folder(backgrounds, labels=cfg.background_labels,
+                                       procedural_fraction=cfg.procedural_backgrounds,
+                                       bottom_margin=cfg.background_bottom_margin if cfg.background_labels else 0.0)
+          if backgrounds else BackgroundSource.procedural())
     _W.update(kind=kind, models=models, cfg=cfg, scfg=scfg, renderer=renderer, bg=bg, seed=seed, store=store)
 
 

@@ -19,6 +19,7 @@ import trimesh
 
 from carpose.convention import camera_position, look_at_pose
 from training.cars.model import CarModel
+from training.render.materials import CarLook, Material, assign_face_roles, split_by_role
 
 #: Fixed materials per part role (RGBA base colour, metallic, roughness); paint comes per sample.
 ROLE_MATERIALS: dict[str, tuple[tuple[float, float, float, float], float, float]] = {
@@ -43,7 +44,15 @@ class View:
 
 @dataclass(frozen=True)
 class Lighting:
-    """A key directional light, a weaker fill light and ambient light."""
+    """Sun (the key directional light), sky, ground bounce, a weak camera-side fill and ambient.
+
+    The sky is a directional light from straight above (sky colour) and the bounce one from below
+    (asphalt colour): together with ambient they approximate a sky hemisphere, so roofs and hoods
+    are brighter than doors and the under-body is dark, as outdoors. ``shadow`` is how much the
+    sun's shadow darkens the ground (0 on overcast days), ``contact_shadow`` the soft ambient
+    occlusion under the car (always there outdoors); both are applied by :func:`ground_shadow`
+    when compositing. The defaults (no sky, no bounce, no shadow) are the old studio lighting.
+    """
 
     ambient: float = 0.3
     key_intensity: float = 2.0
@@ -51,6 +60,16 @@ class Lighting:
     key_azimuth_deg: float = 30.0
     key_elevation_deg: float = 50.0
     fill_intensity: float = 0.8
+    sky_intensity: float = 0.0
+    sky_color: tuple[float, float, float] = (0.85, 0.92, 1.0)
+    bounce_intensity: float = 0.0
+    shadow: float = 0.0
+    contact_shadow: float = 0.0
+    self_shadow: bool = False  # pyrender shadow maps on the car itself (wheel arches, under-body)
+
+    def sun_direction(self) -> np.ndarray:
+        """Unit vector from the scene towards the sun (world / car frame)."""
+        return camera_position(self.key_azimuth_deg, self.key_elevation_deg, 1.0)
 
 
 @dataclass
@@ -84,6 +103,32 @@ def _role_material(role: str, color: tuple) -> pyrender.MetallicRoughnessMateria
                                               roughnessFactor=rough, doubleSided=True)
 
 
+def _set_material(mat: pyrender.MetallicRoughnessMaterial, m: Material) -> None:
+    mat.baseColorFactor = np.array([*m.rgb, 1.0], dtype=np.float32)
+    mat.metallicFactor = float(m.metallic)
+    mat.roughnessFactor = float(m.roughness)
+    mat.emissiveFactor = np.asarray(m.emissive, dtype=np.float32)
+
+
+def is_untextured_single(model: CarModel) -> bool:
+    """True for meshes that came from a file with no texture, no colours and no part roles
+    (ApolloCar3D): their parts get roles from geometry (materials.assign_face_roles)."""
+    return all(p.role == "textured" and isinstance(p.mesh, trimesh.Trimesh) and p.mesh.visual.kind is None
+               for p in model.parts)
+
+
+def model_parts(model: CarModel) -> list[tuple[str, trimesh.Trimesh, tuple]]:
+    """(role, mesh, colour) of every part to render; one-piece untextured meshes are split into
+    role parts by geometry."""
+    if not is_untextured_single(model):
+        return [(p.role, p.mesh, p.color) for p in model.parts]
+    out = []
+    for p in model.parts:
+        for role, sub in split_by_role(p.mesh, assign_face_roles(p.mesh)).items():
+            out.append((role, sub, ROLE_MATERIALS.get(role, ((0.7, 0.7, 0.72, 1.0),))[0]))
+    return out
+
+
 class CarRenderer:
     """Renders one or several cars with an intrinsics camera into an offscreen EGL buffer."""
 
@@ -102,39 +147,46 @@ class CarRenderer:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def _pyrender_meshes(self, model: CarModel, instance: int = 0) -> tuple[list[pyrender.Mesh], list]:
-        """Convert once per model (the slow part with textured files) and keep paint materials
-        so the paint colour can change per render without rebuilding anything. ``instance`` gives
-        the 2nd, 3rd... copy of a model in one scene meshes of its own, so each can have its paint."""
+    def _pyrender_meshes(self, model: CarModel, instance: int = 0) -> tuple[list[pyrender.Mesh], dict]:
+        """Convert once per model (the slow part with textured files) and keep the materials of
+        every non-textured role (paint, glass, tyre...) so a sample's look can change them per
+        render without rebuilding anything. ``instance`` gives the 2nd, 3rd... copy of a model in
+        one scene meshes of its own, so each can have its own look. Returns the meshes and
+        {role: [(material handle, default Material)]}."""
         key = (id(model), instance)
         if key not in self._meshes:
-            meshes, paints = [], []
-            for part in model.parts:
-                if part.role == "textured":
-                    mesh = pyrender.Mesh.from_trimesh(part.mesh, smooth=False)
+            meshes, handles = [], {}
+            smooth = is_untextured_single(model)  # real scanned bodies are smooth; procedural ones boxy
+            for role, tm, color in model_parts(model):
+                if role == "textured":
+                    mesh = pyrender.Mesh.from_trimesh(tm, smooth=False)
                     for prim in mesh.primitives:
                         prim.material.doubleSided = True  # ShapeNet winding is inconsistent
-                elif part.role == "paint":
-                    mat = pyrender.MetallicRoughnessMaterial(
-                        baseColorFactor=part.color, metallicFactor=0.4, roughnessFactor=0.35,
-                        doubleSided=True)
-                    mesh = pyrender.Mesh.from_trimesh(part.mesh, material=mat, smooth=False)
-                    # from_trimesh deep-copies the material: the primitives' copies are the handles.
-                    paints.extend((prim.material, np.array(part.color, dtype=np.float32))
-                                  for prim in mesh.primitives)
+                    meshes.append(mesh)
+                    continue
+                if role == "paint":
+                    default = Material(tuple(float(c) for c in color[:3]), 0.4, 0.35)
                 else:
-                    mesh = pyrender.Mesh.from_trimesh(part.mesh, material=_role_material(part.role, part.color),
-                                                      smooth=False)
+                    base, metal, rough = ROLE_MATERIALS.get(role, (color, 0.3, 0.5))
+                    default = Material(tuple(float(c) for c in base[:3]), metal, rough)
+                mat = pyrender.MetallicRoughnessMaterial(doubleSided=True)
+                _set_material(mat, default)
+                mesh = pyrender.Mesh.from_trimesh(tm, material=mat, smooth=smooth and role == "paint")
+                # from_trimesh deep-copies the material: the primitives' copies are the handles.
+                handles.setdefault(role, []).extend((prim.material, default) for prim in mesh.primitives)
                 meshes.append(mesh)
-            self._meshes[key] = (meshes, paints)
+            self._meshes[key] = (meshes, handles)
         return self._meshes[key]
 
     def render(self, cars: list[tuple[CarModel, np.ndarray]], camera_pose: np.ndarray, K: np.ndarray,
                width: int, height: int, lighting: Lighting,
                paints: list[tuple[float, float, float] | None] | None = None,
-               segment: bool = False) -> tuple[RenderResult, np.ndarray | None]:
+               segment: bool = False, looks: list[CarLook | None] | None = None
+               ) -> tuple[RenderResult, np.ndarray | None]:
         """Render cars placed by 4x4 car-to-world poses, seen from ``camera_pose`` (camera-to-world).
 
+        ``looks`` (materials.sample_look) set every material of each car; ``paints`` only the
+        paint colour (the older, simpler way). Textured parts always keep their own materials.
         With ``segment`` also returns an HxW int array: index of the car visible at each pixel, -1
         for background (pyrender's flat segmentation pass).
         """
@@ -143,12 +195,19 @@ class CarRenderer:
         seen: dict[int, int] = {}
         for i, (model, pose) in enumerate(cars):
             seen[id(model)] = seen.get(id(model), -1) + 1
-            meshes, paint_mats = self._pyrender_meshes(model, seen[id(model)])
+            meshes, handles = self._pyrender_meshes(model, seen[id(model)])
+            look = looks[i] if looks is not None else None
             paint = paints[i] if paints is not None else None
-            for mat, default in paint_mats:
-                # Set every time (None -> the model's own colour): the meshes are cached and shared
-                # between renders, so a paint must never leak into the next sample.
-                mat.baseColorFactor = np.array([*paint, 1.0] if paint is not None else default, dtype=np.float32)
+            for role, mats in handles.items():
+                for mat, default in mats:
+                    # Set every time (None -> the model's own materials): the meshes are cached and
+                    # shared between renders, so a look must never leak into the next sample.
+                    m = default
+                    if look is not None:
+                        m = look.paint if role == "paint" else look.parts.get(role, default)
+                    if role == "paint" and paint is not None:
+                        m = Material(tuple(float(c) for c in paint), m.metallic, m.roughness)
+                    _set_material(mat, m)
             # Each mesh gets the car pose itself: pyrender composes parent-node poses wrongly here
             # (a translated/rotated parent rendered the car as a huge plane; seen in scenes).
             car_nodes.append([scene.add(m, pose=pose) for m in meshes])
@@ -157,7 +216,8 @@ class CarRenderer:
         self._add_lights(scene, lighting, camera_pose)
         r = self._renderer
         r.viewport_width, r.viewport_height = width, height
-        color, depth = r.render(scene)
+        flags = pyrender.RenderFlags.SHADOWS_DIRECTIONAL if lighting.self_shadow else pyrender.RenderFlags.NONE
+        color, depth = r.render(scene, flags=flags)
         result = RenderResult(color=np.ascontiguousarray(color[..., :3]), depth=depth.astype(np.float32),
                               K=K, camera_pose=camera_pose)
         seg = None
@@ -182,9 +242,16 @@ class CarRenderer:
             direction = forward - np.array([0.0, 0.0, 0.8])
             fill = pyrender.DirectionalLight(color=np.ones(3), intensity=lighting.fill_intensity)
             scene.add(fill, pose=look_at_pose(eye, eye + direction))
+        if lighting.sky_intensity > 0:  # sky dome from above (roof, hood, glass reflect it)
+            sky = pyrender.DirectionalLight(color=np.asarray(lighting.sky_color), intensity=lighting.sky_intensity)
+            scene.add(sky, pose=look_at_pose(np.array([0.3, 0.2, 10.0]), np.zeros(3)))
+        if lighting.bounce_intensity > 0:  # light from the road onto lower panels, warm grey
+            bounce = pyrender.DirectionalLight(color=np.array([1.0, 0.95, 0.88]), intensity=lighting.bounce_intensity)
+            scene.add(bounce, pose=look_at_pose(np.array([0.2, -0.3, -10.0]), np.zeros(3)))
 
     def render_view(self, model: CarModel, view: View, size: int, lighting: Lighting,
-                    paint: tuple[float, float, float] | None = None, fill: float = 0.8) -> RenderResult:
+                    paint: tuple[float, float, float] | None = None, fill: float = 0.8,
+                    look: CarLook | None = None) -> RenderResult:
         """One car, centred, from ``view``; the focal length is chosen so the car's bounding sphere
         spans ``fill`` of the image, whatever the distance (perspective still follows distance)."""
         ext = model.extents
@@ -196,7 +263,7 @@ class CarRenderer:
         K = np.array([[focal, 0.0, size / 2.0], [0.0, focal, size / 2.0], [0.0, 0.0, 1.0]])
         eye = camera_position(view.azimuth_deg, view.elevation_deg, distance, target)
         pose = look_at_pose(eye, target, roll_deg=view.roll_deg)
-        result, _ = self.render([(model, np.eye(4))], pose, K, size, size, lighting, paints=[paint])
+        result, _ = self.render([(model, np.eye(4))], pose, K, size, size, lighting, paints=[paint], looks=[look])
         result.view = View(view.azimuth_deg, view.elevation_deg, distance, view.roll_deg)
         return result
 

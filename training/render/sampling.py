@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
 from carpose.crop import CropSpec
 from training.render.interference import InterferenceConfig
+from training.render.lighting import SkyConfig, sample_sky
+from training.render.materials import CarLook, sample_look
 from training.render.renderer import Lighting, View
 
 #: Common real paint colours (RGB 0-1) with their rough share on the road; a random tint is added.
@@ -31,8 +34,11 @@ class RenderConfig:
     """Everything that shapes the images; stored as JSON in every HDF5 file it produced."""
 
     crop: CropSpec = field(default_factory=CropSpec)
-    elevation_deg: tuple[float, float] = (0.0, 35.0)
+    elevation_deg: tuple[float, float] = (0.0, 35.0)  # the draws that are not road-camera views
     distance_m: tuple[float, float] = (4.0, 30.0)
+    road_camera_prob: float = 0.85  # elevation from a camera 1.2-2 m up looking at a car on the road
+    camera_height_m: tuple[float, float] = (1.2, 2.0)
+    road_slope_deg: float = 2.0  # sigma of the road's slope between camera and car
     roll_deg: float = 5.0  # uniform in [-roll, roll]
     render_scale: float = 1.25  # render side = crop size * render_scale
     box_scale_jitter: float = 0.08  # sigma of log box scale, mimics detector box error
@@ -43,6 +49,15 @@ class RenderConfig:
     ambient: tuple[float, float] = (0.15, 0.6)
     key_intensity: tuple[float, float] = (1.0, 4.0)
     fill_intensity: tuple[float, float] = (0.2, 1.2)
+    lighting: str = "outdoor"  # "outdoor": sun + sky + shadows (lighting.sample_sky); "studio": the old key/fill
+    overcast_prob: float = 0.3
+    shadows: bool = True  # sun and contact shadows on the background (lighting.ground_shadow)
+    self_shadow: bool = False  # pyrender shadow maps on the car itself (slower)
+    materials: str = "real"  # "real": materials.sample_look; "flat": paint colour only (old)
+    haze: tuple[float, float] = (0.0, 0.1)  # car pulled towards the background's mean colour
+    background_labels: str | None = None  # KITTI label_2 folder: photo crops avoid its boxes
+    procedural_backgrounds: float = 0.3  # share of procedural backgrounds when photos are given
+    background_bottom_margin: float = 0.16  # with labels: rows at the bottom skipped (nuScenes ego hood)
     interference: InterferenceConfig = field(default_factory=InterferenceConfig)
 
     def to_json(self) -> str:
@@ -56,7 +71,10 @@ class RenderConfig:
         d = json.loads(text)
         d["crop"] = CropSpec(**d["crop"])
         d["interference"] = InterferenceConfig(**d["interference"])
-        for k in ("elevation_deg", "distance_m", "ambient", "key_intensity", "fill_intensity"):
+        for k in ("elevation_deg", "distance_m", "ambient", "key_intensity", "fill_intensity", "camera_height_m",
+                  "haze"):
+            if k not in d:
+                continue
             d[k] = tuple(d[k])
         return cls(**d)
 
@@ -66,17 +84,49 @@ def sample_rng(seed: int, index: int) -> np.random.Generator:
     return np.random.default_rng([seed, index])
 
 
+#: Height of a car's bounding-box centre (the look-at point), for road-camera elevations.
+CAR_CENTRE_HEIGHT_M = 0.75
+
+
 def sample_view(rng: np.random.Generator, cfg: RenderConfig) -> View:
-    """Azimuth uniform over the full circle; elevation uniform; distance log-uniform (near cars are
-    as common in crops as far ones, and perspective changes fastest up close)."""
+    """Azimuth uniform over the full circle; distance log-uniform (near cars are as common in crops
+    as far ones, and perspective changes fastest up close). Elevation: with ``road_camera_prob``
+    that of a camera 1.2-2 m above a road that may slope a little (mostly 0-15 deg, small when
+    far), otherwise uniform in ``elevation_deg`` (other mountings, hills)."""
     lo, hi = np.log(cfg.distance_m[0]), np.log(cfg.distance_m[1])
-    return View(azimuth_deg=float(rng.uniform(0.0, 360.0)),
-                elevation_deg=float(rng.uniform(*cfg.elevation_deg)),
-                distance_m=float(np.exp(rng.uniform(lo, hi))),
+    az = float(rng.uniform(0.0, 360.0))
+    dist = float(np.exp(rng.uniform(lo, hi)))
+    if rng.uniform() < cfg.road_camera_prob:
+        rise = rng.uniform(*cfg.camera_height_m) - CAR_CENTRE_HEIGHT_M
+        el = math.degrees(math.atan2(rise, dist)) + rng.normal(0.0, cfg.road_slope_deg)
+        el = float(np.clip(el, 0.0, cfg.elevation_deg[1]))
+    else:
+        el = float(rng.uniform(*cfg.elevation_deg))
+    return View(azimuth_deg=az, elevation_deg=el, distance_m=dist,
                 roll_deg=float(rng.uniform(-cfg.roll_deg, cfg.roll_deg)))
 
 
 def sample_lighting(rng: np.random.Generator, cfg: RenderConfig) -> Lighting:
+    """Outdoor sun and sky (lighting.sample_sky), or the old studio lights with ``lighting="studio"``."""
+    if cfg.lighting == "outdoor":
+        light = sample_sky(rng, SkyConfig(overcast_prob=cfg.overcast_prob, self_shadow=cfg.self_shadow))
+        if not cfg.shadows:
+            from dataclasses import replace
+
+            light = replace(light, shadow=0.0, contact_shadow=0.0)
+        return light
+    return _studio_lighting(rng, cfg)
+
+
+def sample_car_look(rng: np.random.Generator, cfg: RenderConfig) -> tuple[CarLook | None, tuple[float, float, float]]:
+    """(look, paint RGB): every material of the car with ``materials="real"``, else only a paint."""
+    if cfg.materials == "real":
+        look = sample_look(rng)
+        return look, look.paint.rgb
+    return None, sample_paint(rng)
+
+
+def _studio_lighting(rng: np.random.Generator, cfg: RenderConfig) -> Lighting:
     tint = 1.0 - rng.uniform(0.0, 0.25, size=3) * rng.uniform(0, 1) ** 2
     return Lighting(ambient=float(rng.uniform(*cfg.ambient)),
                     key_intensity=float(rng.uniform(*cfg.key_intensity)),

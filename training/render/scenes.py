@@ -19,8 +19,9 @@ from training.cars.model import CarModel
 from training.dataset.schema import SCENE_CAR_FIELDS
 from training.render.backgrounds import BackgroundSource, composite
 from training.render.interference import apply_photometric
+from training.render.lighting import ground_shadow
 from training.render.renderer import CarRenderer, mask_box
-from training.render.sampling import RenderConfig, sample_lighting, sample_paint
+from training.render.sampling import RenderConfig, sample_car_look, sample_lighting
 
 
 @dataclass(frozen=True)
@@ -101,20 +102,24 @@ def make_scene(rng: np.random.Generator, models: list[CarModel], renderer: CarRe
                                  rng.uniform(-2.0, 2.0))
     placements = place_cars(rng, models, scfg, hfov / 2)
     lighting = sample_lighting(rng, cfg)
-    paints = [sample_paint(rng) for _ in placements]
+    drawn = [sample_car_look(rng, cfg) for _ in placements]
+    looks = [look for look, _ in drawn]
+    paints = [None if look else paint for look, paint in drawn]
     cars = [(models[m], car_pose_world(x, y, yaw)) for m, x, y, yaw in placements]
-    res, seg = renderer.render(cars, cam_pose, K, W, H, lighting, paints=paints, segment=True)
+    res, seg = renderer.render(cars, cam_pose, K, W, H, lighting, paints=paints, segment=True, looks=looks)
     rows: dict[str, list] = {k: [] for k in ("model_id", "bbox", "bbox_full", "azimuth_deg", "elevation_deg",
                                             "distance_m", "location_cam", "dimensions", "rotation_y",
                                             "visible_fraction", "truncation", "paint_rgb")}
     for i, ((mid, _, _, _yaw), (model, pose)) in enumerate(zip(placements, cars, strict=True)):
-        solo, _ = renderer.render([(model, pose)], cam_pose, K, W, H, lighting, paints=[paints[i]])
+        solo, _ = renderer.render([(model, pose)], cam_pose, K, W, H, lighting, paints=[paints[i]], looks=[looks[i]])
         labels = car_labels(model, pose, cam_pose, K, W, H, seg == i, int(solo.mask.sum()))
         rows["model_id"].append(mid)
         for k, v in labels.items():
             rows[k].append(v)
-        rows["paint_rgb"].append(np.round(np.asarray(paints[i]) * 255))
-    image = composite(res.color, seg >= 0, backgrounds.sample(rng, H, W))
+        rows["paint_rgb"].append(np.round(np.asarray(drawn[i][1]) * 255))
+    shadow = ground_shadow(cars, cam_pose, K, W, H, lighting) if cfg.shadows else None
+    haze = float(rng.uniform(*cfg.haze)) if cfg.haze[1] > 0 else 0.0
+    image = composite(res.color, seg >= 0, backgrounds.sample(rng, H, W), shadow=shadow, haze=haze)
     if cfg.interference.enabled:
         image = apply_photometric(image, rng, cfg.interference)
     columns = {k: np.asarray(v, dtype=SCENE_CAR_FIELDS[k][0]).reshape((len(v), *SCENE_CAR_FIELDS[k][1]))
