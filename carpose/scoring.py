@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from carpose.convention import angular_error
+from carpose.convention import angular_error, azimuth_to_bin
 from carpose.track import iou_matrix
 
 
@@ -110,13 +110,38 @@ def detection_report(matches: list[FrameMatch], threshold: float) -> DetectionRe
     return rep
 
 
+#: An error above this is a flip: front seen as rear or left side as right side, not a small miss.
+FLIP_DEG = 150.0
+
+#: The 8 view sectors of 45 deg, centred on 0, 45, ... (bin 0 centred on 0, as every carpose bin):
+#: which side(s) of the car the camera sees.
+SECTOR_NAMES = ("front", "front-left", "left", "rear-left", "rear", "rear-right", "right", "front-right")
+
+
 def azimuth_error_stats(err_deg: np.ndarray) -> dict:
-    """n, MedErr, mean error, Acc@30 and Acc@15 of angular errors in degrees (None when empty)."""
+    """n, MedErr, mean error, Acc@30, Acc@15 and flips (count and rate of errors > 150 deg) of angular
+    errors in degrees (None when empty). Every azimuth table of carpose is made of these rows."""
     err = np.asarray(err_deg, np.float64)
     if not len(err):
-        return {"n": 0, "med_err_deg": None, "mean_err_deg": None, "acc_30": None, "acc_15": None}
+        return {"n": 0, "med_err_deg": None, "mean_err_deg": None, "acc_30": None, "acc_15": None,
+                "flips": 0, "flip_rate": None}
     return {"n": int(len(err)), "med_err_deg": float(np.median(err)), "mean_err_deg": float(np.mean(err)),
-            "acc_30": float(np.mean(err <= 30.0)), "acc_15": float(np.mean(err <= 15.0))}
+            "acc_30": float(np.mean(err <= 30.0)), "acc_15": float(np.mean(err <= 15.0)),
+            "flips": int(np.sum(err > FLIP_DEG)), "flip_rate": float(np.mean(err > FLIP_DEG))}
+
+
+def sector_stats(err_deg: np.ndarray, true_deg: np.ndarray, num_sectors: int = 8) -> list[dict]:
+    """``azimuth_error_stats`` per view sector of the TRUE azimuth (``num_sectors`` equal sectors,
+    the first centred on 0 = front), so a weakness at one view is not averaged away."""
+    err = np.asarray(err_deg, np.float64).reshape(-1)
+    true = np.asarray(true_deg, np.float64).reshape(-1)
+    if err.shape != true.shape:
+        raise ValueError(f"errors and true azimuths differ in length: {err.shape} vs {true.shape}")
+    idx = np.asarray(azimuth_to_bin(true, num_sectors)).reshape(-1)
+    w = 360.0 / num_sectors
+    names = SECTOR_NAMES if num_sectors == len(SECTOR_NAMES) else [f"{k * w:g}" for k in range(num_sectors)]
+    return [{"sector": names[k], "center_deg": k * w, "from_deg": (k * w - w / 2) % 360, "to_deg": k * w + w / 2,
+             **azimuth_error_stats(err[idx == k])} for k in range(num_sectors)]
 
 
 def matched_azimuth_errors(match: FrameMatch, pred_az: np.ndarray, gt_az: np.ndarray) -> np.ndarray:

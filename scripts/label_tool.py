@@ -40,16 +40,6 @@ def read_image(path: str | Path) -> np.ndarray:
     return img
 
 
-def sure_flags(label_path: str | Path) -> list[bool]:
-    """The 16th field of our real labels: 1 = azimuth sure within 30 deg, 0 = not sure."""
-    flags = []
-    for line in Path(label_path).read_text().splitlines():
-        parts = line.split()
-        if parts:
-            flags.append(len(parts) < 16 or float(parts[15]) >= 0.5)
-    return flags
-
-
 def grid(img: np.ndarray, region: tuple[int, int, int, int] | None, zoom: float) -> np.ndarray:
     """The image (or a region of it) scaled by ``zoom`` with a labelled pixel grid in full-frame
     coordinates, so boxes can be read off the picture."""
@@ -118,21 +108,20 @@ def tiles_grid(tiles: list[np.ndarray], cols: int) -> np.ndarray:
     return out
 
 
-def describe(i: int, o: KittiObject, sure: bool) -> str:
-    return f"#{i} {o.azimuth_deg:.0f}d o{o.occluded} t{o.truncated:.1f}{'' if sure else ' ?'}"
+def describe(i: int, o: KittiObject) -> str:
+    return f"#{i} {o.azimuth_deg:.0f}d o{o.occluded} t{o.truncated:.1f}{'' if o.sure else ' ?'}"
 
 
 def overlay(img: np.ndarray, label_path: Path) -> np.ndarray:
     objs = parse_kitti_label(label_path)
-    sure = sure_flags(label_path)
     drawn = annotate(img, as_results(objs))
     for i, o in enumerate(objs):
         x1, y1 = int(o.box_xyxy[0]), int(o.box_xyxy[3])
-        cv2.putText(drawn, describe(i, o, sure[i]), (x1, min(img.shape[0] - 4, y1 + 16)), _FONT, 0.55,
+        cv2.putText(drawn, describe(i, o), (x1, min(img.shape[0] - 4, y1 + 16)), _FONT, 0.55,
                     (0, 255, 255), 2, cv2.LINE_AA)
     if not objs:
         return drawn
-    strip = tiles_grid([car_tile(img, o, describe(i, o, sure[i])) for i, o in enumerate(objs)],
+    strip = tiles_grid([car_tile(img, o, describe(i, o)) for i, o in enumerate(objs)],
                        cols=img.shape[1] // 200)
     strip = cv2.copyMakeBorder(strip, 0, 0, 0, img.shape[1] - strip.shape[1], cv2.BORDER_CONSTANT, value=(30, 30, 30))
     return np.vstack([drawn, strip])
@@ -142,8 +131,8 @@ def sheet(images: Path, labels: Path, cols: int = 10) -> np.ndarray:
     tiles = []
     for lab in sorted(labels.glob("*.txt")):
         img = read_image(images / f"{lab.stem}.png")
-        for i, (o, s) in enumerate(zip(parse_kitti_label(lab), sure_flags(lab), strict=True)):
-            tiles.append(car_tile(img, o, f"{lab.stem}#{i} {o.azimuth_deg:.0f}d{'' if s else ' ?'}", size=160))
+        for i, o in enumerate(parse_kitti_label(lab)):
+            tiles.append(car_tile(img, o, f"{lab.stem}#{i} {o.azimuth_deg:.0f}d{'' if o.sure else ' ?'}", size=160))
     if not tiles:
         raise SystemExit(f"no labelled cars under {labels}")
     return tiles_grid(tiles, cols)

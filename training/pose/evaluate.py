@@ -2,42 +2,74 @@
 
     carpose-eval models/carpose_pose.onnx data/pose/heldout_mesh.h5 --out runs/eval
     carpose-eval models/carpose_pose.onnx path/to/kitti/training --out runs/eval_kitti
+    # the hand-labelled real frames (labels in the repo, images in ../shared):
+    carpose-eval models/carpose_pose.onnx data/real/nuscenes_front \
+        --images ../shared/real/nuscenes_front/image_2 --out runs/real_eval
 
-Data: carpose crops HDF5 files, or a KITTI-format folder (``image_2/*.png`` + ``label_2/*.txt``):
-cars only (``Car``; ``--kitti-types Car,Van`` for more), ground-truth boxes cropped exactly as the
-runtime crops detector boxes (``carpose.crop``), azimuth from KITTI ``alpha`` through the convention
-module. Prints the metrics table, writes ``metrics.json`` and the polar / quadrant / calibration PNGs.
+Data: carpose crops HDF5 files, or a KITTI-format folder (``label_2/*.txt`` + ``image_2/*.png``, or
+the images from ``--images``): cars only (``Car``; ``--kitti-types Car,Van`` for more), the labelled
+boxes cropped exactly as the runtime crops detector boxes (``carpose.crop``), azimuth from KITTI
+``alpha`` through the convention module. Pose only: no detector is involved (``carpose-det-eval``
+scores detector + pose). Prints the metrics table, writes ``metrics.json`` and the polar / quadrant /
+calibration PNGs. For KITTI folders it also prints the subset x view-sector tables of
+``carpose.azimuth_report`` (all / sure labels / cars >= 30 px tall) and writes ``<name>_worst.png``,
+the contact sheet of the worst errors (``carpose.error_sheet``).
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import cv2
 import numpy as np
 from tqdm import tqdm
 
+from carpose.azimuth_report import DEFAULT_MIN_HEIGHT, azimuth_summary, format_azimuth_summary
+from carpose.error_sheet import ErrorCase, save_worst_errors_sheet
 from carpose.kitti import kitti_pairs, parse_kitti_label
 from carpose.pose import PoseEstimator
 from training.dataset.reader import CarposeDataset
 from training.pose.metrics import azimuth_metrics, format_metrics, save_all_plots, save_json
 
 
+@dataclass
+class KittiCrops:
+    """The crops of a KITTI folder's labelled cars and, per crop, what the reports split by."""
+
+    crops: np.ndarray
+    azimuth_deg: np.ndarray
+    sure: np.ndarray
+    height_px: np.ndarray
+    refs: list[tuple[Path, int, np.ndarray]] = field(default_factory=list)  # image, label line, box
+    skipped: dict = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.azimuth_deg)
+
+    def limit(self, n: int | None) -> KittiCrops:
+        if n is None:
+            return self
+        return KittiCrops(self.crops[:n], self.azimuth_deg[:n], self.sure[:n], self.height_px[:n], self.refs[:n],
+                          self.skipped)
+
+
 def kitti_crops(root: str | Path, est: PoseEstimator, types: tuple[str, ...] = ("Car",), min_height: float = 20.0,
-                max_truncation: float = 0.5, max_occlusion: int = 2, progress: bool = True
-                ) -> tuple[np.ndarray, np.ndarray, dict]:
+                max_truncation: float = 0.5, max_occlusion: int = 2, progress: bool = True,
+                images: str | Path | None = None) -> KittiCrops:
     """Crops of the labelled cars (the KITTI 'moderate' filter by default) and their azimuths."""
-    crops, az, skipped = [], [], {"type": 0, "small": 0, "truncated": 0, "occluded": 0, "unreadable": 0}
-    for img_path, lab_path in tqdm(kitti_pairs(root), desc="kitti", disable=not progress, leave=False):
+    crops, az, sure, height, refs = [], [], [], [], []
+    skipped = {"type": 0, "small": 0, "truncated": 0, "occluded": 0, "unreadable": 0}
+    for img_path, lab_path in tqdm(kitti_pairs(root, images), desc="kitti", disable=not progress, leave=False):
         objs = parse_kitti_label(lab_path)
         img = None
-        for o in objs:
+        for k, o in enumerate(objs):
             if o.type not in types:
                 skipped["type"] += 1
                 continue
-            if o.box_xyxy[3] - o.box_xyxy[1] < min_height:
+            if o.height_px < min_height:
                 skipped["small"] += 1
                 continue
             if o.truncated > max_truncation:
@@ -53,8 +85,12 @@ def kitti_crops(root: str | Path, est: PoseEstimator, types: tuple[str, ...] = (
                     break
             crops.append(est.crop(img, o.box_xyxy))
             az.append(o.azimuth_deg)
+            sure.append(o.sure)
+            height.append(o.height_px)
+            refs.append((img_path, k, o.box_xyxy))
     s = est.input_size
-    return (np.stack(crops) if crops else np.zeros((0, s, s, 3), np.uint8)), np.asarray(az, np.float64), skipped
+    return KittiCrops(np.stack(crops) if crops else np.zeros((0, s, s, 3), np.uint8), np.asarray(az, np.float64),
+                      np.asarray(sure, bool), np.asarray(height, np.float64), refs, skipped)
 
 
 def h5_crops(path: str | Path, limit: int | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -78,13 +114,17 @@ def predict_all(est: PoseEstimator, crops: np.ndarray, batch: int = 64, progress
 
 
 def evaluate(model: str | Path, data: str | Path, backend: str = "auto", device: str = "auto",
-             limit: int | None = None, kitti_types: tuple[str, ...] = ("Car",), progress: bool = True) -> dict:
+             limit: int | None = None, kitti_types: tuple[str, ...] = ("Car",), progress: bool = True,
+             images: str | Path | None = None, min_height: float = 20.0, max_truncation: float = 0.5,
+             max_occlusion: int = 2, tall_px: float = DEFAULT_MIN_HEIGHT) -> dict:
+    """Metrics of ``model`` on one HDF5 file or KITTI folder. For KITTI folders also the subset x
+    sector summary (``metrics["subsets"]``) and the scored cars as ``ErrorCase``s (``cases``)."""
     est = PoseEstimator(model, backend=backend, device=device)
     d = Path(data)
+    kc = None
     if d.is_dir():
-        crops, true, skipped = kitti_crops(d, est, kitti_types, progress=progress)
-        if limit is not None:
-            crops, true = crops[:limit], true[:limit]
+        kc = kitti_crops(d, est, kitti_types, min_height, max_truncation, max_occlusion, progress, images).limit(limit)
+        crops, true, skipped = kc.crops, kc.azimuth_deg, kc.skipped
     else:
         if d.exists():
             with CarposeDataset(d) as ds:
@@ -95,7 +135,17 @@ def evaluate(model: str | Path, data: str | Path, backend: str = "auto", device:
     pred, conf = predict_all(est, crops, progress=progress)
     m = azimuth_metrics(pred, true, conf) if len(pred) else {"n": 0}
     m.update(model=str(model), data=str(data), backend=est.backend_name, skipped=skipped)
-    return {"metrics": m, "pred": pred, "true": true, "conf": conf}
+    out = {"metrics": m, "pred": pred, "true": true, "conf": conf, "cases": []}
+    if kc is not None:
+        from carpose.convention import angular_error
+
+        err = np.asarray(angular_error(pred, true)).reshape(-1)
+        m["subsets"] = azimuth_summary(err, true, kc.sure, kc.height_px, tall_px)
+        m["filter"] = {"types": list(kitti_types), "min_height_px": min_height, "max_truncation": max_truncation,
+                       "max_occlusion": max_occlusion, "images": str(images) if images else None}
+        out["cases"] = [ErrorCase(img, box, float(t), float(p), f"{img.stem}#{k}", bool(su), float(c))
+                        for (img, k, box), t, p, su, c in zip(kc.refs, true, pred, kc.sure, conf, strict=True)]
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -103,24 +153,43 @@ def main(argv: list[str] | None = None) -> int:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("model", help=".pt checkpoint, .onnx model or .engine")
     p.add_argument("data", nargs="+", help="crops HDF5 file(s) and/or KITTI-format folder(s)")
+    p.add_argument("--images", help="image folder of the KITTI folder's labels (default: its image_2/); "
+                                    "with one KITTI folder only")
     p.add_argument("--out", help="folder for metrics.json and plots")
     p.add_argument("--backend", default="auto", choices=("auto", "onnxruntime", "tensorrt", "torch"))
     p.add_argument("--device", default="auto")
     p.add_argument("--limit", type=int)
     p.add_argument("--kitti-types", default="Car")
+    p.add_argument("--min-height", type=float, default=20.0, help="KITTI: skip boxes lower than this (px)")
+    p.add_argument("--max-truncation", type=float, default=0.5, help="KITTI: skip more truncated cars")
+    p.add_argument("--max-occlusion", type=int, default=2, help="KITTI: skip more occluded cars (0/1/2/3)")
+    p.add_argument("--tall", type=float, default=DEFAULT_MIN_HEIGHT,
+                   help="KITTI: the extra subsets of cars at least this tall (px)")
+    p.add_argument("--worst", type=int, default=24, help="KITTI: cars on the worst-errors sheet")
     p.add_argument("--quiet", action="store_true")
     args = p.parse_args(argv)
     results = {}
     try:
+        if args.images and sum(Path(d).is_dir() for d in args.data) != 1:
+            raise ValueError("--images goes with exactly one KITTI folder")
         for d in args.data:
             r = evaluate(args.model, d, args.backend, args.device, args.limit,
-                         tuple(args.kitti_types.split(",")), not args.quiet)
+                         tuple(args.kitti_types.split(",")), not args.quiet, args.images, args.min_height,
+                         args.max_truncation, args.max_occlusion, args.tall)
             m = r["metrics"]
             name = Path(d).stem if Path(d).is_file() else Path(d).name
             results[name] = m
             print(format_metrics(name, m))
+            if "subsets" in m:
+                print(f"skipped labels: {m['skipped']}")
+                print(format_azimuth_summary(m["subsets"], f"{name} (hand boxes, pose only)"))
             if args.out and m["n"]:
                 save_all_plots(r["pred"], r["true"], m, args.out, name, f"{Path(args.model).name} on {name}")
+                if r["cases"]:
+                    sheet = save_worst_errors_sheet(r["cases"], Path(args.out) / f"{name}_worst.png",
+                                                    count=args.worst,
+                                                    title=f"{Path(args.model).name} on {name}, hand boxes")
+                    print(f"wrote {sheet}")
     except (FileNotFoundError, ValueError) as exc:
         print(f"carpose-eval: error: {exc}", file=sys.stderr)
         return 2

@@ -14,12 +14,13 @@ from pathlib import Path
 import numpy as np
 
 from carpose.convention import QUADRANT_NAMES, angular_error, azimuth_to_quadrant
-from carpose.scoring import azimuth_error_stats
+from carpose.scoring import azimuth_error_stats, sector_stats
 
 
 def azimuth_metrics(pred_deg: np.ndarray, true_deg: np.ndarray, confidence: np.ndarray | None = None
                     ) -> dict:
-    """MedErr, mean error, Acc@30/15/5, quadrant accuracy, per-azimuth and per-confidence errors."""
+    """MedErr, mean error, Acc@30/15/5, flips (errors > 150 deg, from ``azimuth_error_stats``), quadrant
+    accuracy, per-azimuth, per-sector and per-confidence errors."""
     pred = np.asarray(pred_deg, np.float64)
     true = np.asarray(true_deg, np.float64)
     if pred.shape != true.shape or pred.ndim != 1:
@@ -35,7 +36,6 @@ def azimuth_metrics(pred_deg: np.ndarray, true_deg: np.ndarray, confidence: np.n
         **azimuth_error_stats(err),
         "acc_5": float(np.mean(err <= 5.0)),
         "quadrant_acc": float(np.mean(qp == qt)),
-        "flip_rate": float(np.mean(err > 150.0)),  # front/rear (or left/right) confusions
         "quadrant_confusion": conf_mat.tolist(),
         "quadrant_names": list(QUADRANT_NAMES),
     }
@@ -45,6 +45,7 @@ def azimuth_metrics(pred_deg: np.ndarray, true_deg: np.ndarray, confidence: np.n
         m = (true >= lo) & (true < hi)
         per.append({"from": int(lo), "to": int(hi), **azimuth_error_stats(err[m])})
     out["per_azimuth"] = per
+    out["per_sector"] = sector_stats(err, true)  # the 8 view sectors of 45 deg (front, front-left, ...)
     if confidence is not None:
         c = np.asarray(confidence, np.float64)
         out["mean_confidence"] = float(c.mean())
