@@ -3,8 +3,10 @@
 Why a registry of native axes: mesh files carry no notion of "front". ShapeNet cars lie along X with
 Y up, but which end is the front differs between datasets, so a wrong guess would silently flip
 every label by 180 degrees. Axes come, in order of precedence, from an explicit argument, a
-``carpose.json`` beside the model file, ``known_models.json`` (checked by eye), or the ShapeNet
-default (front -X, up +Y) with a warning.
+``carpose.json`` beside the model file, ``known_models.json`` (single models checked by eye), the
+collection registry ``car_sources.json`` (per collection below a SOURCES.tsv, with per-model
+overrides; checked by eye on docs/car_sources/), or the ShapeNet default (front -X, up +Y) with a
+warning.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import numpy as np
 import trimesh
 
 from training.cars.model import CarModel, CarPart
+from training.cars.sources import REGISTRY, collection_of, source_info
 
 log = logging.getLogger(__name__)
 
@@ -51,9 +54,31 @@ def native_to_car_rotation(front: str, up: str) -> np.ndarray:
     return np.stack([f, left, u])  # rows: where each car axis points in native coordinates
 
 
+#: File stems that name nothing (ShapeNet ``model.obj``, Sketchfab ``scene.gltf``): the folder names the car.
+GENERIC_STEMS = ("model", "scene")
+
+
 def model_key(path: Path) -> str:
-    """Identifier of a model file: its folder name for ShapeNet-style ``<id>/model.obj``."""
-    return path.parent.name if path.stem == "model" else path.stem
+    """Identifier of a model file: its folder name for ``<id>/model.obj`` or ``<name>/scene.gltf``."""
+    return path.parent.name if path.stem.lower() in GENERIC_STEMS else path.stem
+
+
+def registry_entry(path: Path) -> tuple[str | None, dict]:
+    """(collection, settings) for a model file from car_sources.json: the collection's defaults
+    merged with the model's own overrides; (None, {}) for a file outside any registered collection."""
+    collection = collection_of(path)
+    entry = REGISTRY.get(collection or "")
+    if not isinstance(entry, dict):
+        return collection, {}
+    info = {k: v for k, v in entry.items() if k not in ("models", "excluded", "repository", "licence")}
+    info.update(entry.get("models", {}).get(model_key(path), {}))
+    return collection, info
+
+
+def excluded_reason(path: Path) -> str | None:
+    """Why the registry leaves this model out of folder loads (None: it is used)."""
+    entry = REGISTRY.get(collection_of(path) or "")
+    return entry.get("excluded", {}).get(model_key(path)) if isinstance(entry, dict) else None
 
 
 def find_model_files(folder: str | Path) -> list[Path]:
@@ -77,6 +102,8 @@ def _axes_for(path: Path, front: str | None, up: str | None) -> tuple[dict, str]
         info, origin = json.loads(sidecar.read_text()), str(sidecar)
     elif model_key(path) in _KNOWN:
         info, origin = dict(_KNOWN[model_key(path)]), "known_models.json"
+    elif registry_entry(path)[1].get("front"):
+        info, origin = registry_entry(path)[1], "car_sources.json"
     else:
         info, origin = dict(SHAPENET_DEFAULT_AXES), "ShapeNet default (unchecked)"
         if front is None or up is None:
@@ -89,7 +116,21 @@ def _axes_for(path: Path, front: str | None, up: str | None) -> tuple[dict, str]
     return info, origin
 
 
-def _load_parts(path: Path) -> list[CarPart]:
+_TEXTURE_ATTRS = ("baseColorTexture", "metallicRoughnessTexture", "normalTexture", "emissiveTexture",
+                  "occlusionTexture", "image")
+
+
+def _fix_textures(geom: trimesh.Trimesh) -> None:
+    """Grey+alpha (PIL mode 'LA') textures become RGBA: pyrender refuses 2-channel textures
+    (seen on pgdrive/datsun_s130)."""
+    material = getattr(geom.visual, "material", None)
+    for attr in _TEXTURE_ATTRS:
+        image = getattr(material, attr, None)
+        if image is not None and getattr(image, "mode", None) in ("LA", "P", "PA"):
+            setattr(material, attr, image.convert("RGBA"))
+
+
+def _load_parts(path: Path, role: str = "textured") -> list[CarPart]:
     try:
         loaded = trimesh.load(path, force="scene", process=False)
     except Exception as exc:  # trimesh raises many types for broken files
@@ -97,7 +138,8 @@ def _load_parts(path: Path) -> list[CarPart]:
     parts: list[CarPart] = []
     for geom in loaded.dump() if hasattr(loaded, "dump") else [loaded]:
         if isinstance(geom, trimesh.Trimesh) and len(geom.faces) > 0:
-            parts.append(CarPart(mesh=geom, role="textured"))
+            _fix_textures(geom)
+            parts.append(CarPart(mesh=geom, role=role))
     if not parts:
         raise CarModelError(f"car model {path} has no triangles")
     return parts
@@ -106,22 +148,26 @@ def _load_parts(path: Path) -> list[CarPart]:
 def load_car(path: str | Path, front: str | None = None, up: str | None = None,
              length_m: float | None = None) -> CarModel:
     """Load one model file and normalise it: front +X, up +Z, centred in X/Y, wheels on z=0,
-    scaled to ``length_m`` (else the registry's length, else 4.5 m)."""
+    scaled to ``length_m`` (else the registry's ``length_m``, else its ``unit_m`` metres per native
+    unit, else 4.5 m). The model records its collection, provenance and licence."""
     path = Path(path)
     if not path.is_file():
         raise CarModelError(f"car model file {path} does not exist")
     axes, origin = _axes_for(path, front, up)
     rot = native_to_car_rotation(axes["front"], axes["up"])
-    parts = _load_parts(path)
+    parts = _load_parts(path, axes.get("role", "textured"))
     transform = np.eye(4)
     transform[:3, :3] = rot
     for p in parts:
         p.mesh.apply_transform(transform)
     model = CarModel(name=model_key(path), parts=parts, source=str(path))
-    target_len = float(length_m or axes.get("length_m") or DEFAULT_LENGTH_M)
     native_len = float(model.extents[0])
     if not np.isfinite(native_len) or native_len <= 0:
         raise CarModelError(f"car model {path} has a degenerate size {model.extents}")
+    if length_m or axes.get("length_m") or not axes.get("unit_m"):
+        target_len = float(length_m or axes.get("length_m") or DEFAULT_LENGTH_M)
+    else:
+        target_len = native_len * float(axes["unit_m"])
     scale = np.eye(4)
     scale[:3, :3] *= target_len / native_len
     lo, hi = model.bounds
@@ -132,10 +178,34 @@ def load_car(path: str | Path, front: str | None = None, up: str | None = None,
         p.mesh.apply_transform(post)
     model.transform = post @ transform
     model.meta = {"front": axes["front"], "up": axes["up"], "axes_from": origin,
-                  "length_m": target_len, "faces": model.face_count}
+                  "length_m": round(target_len, 4), "faces": model.face_count}
+    _attach_source(model, path, axes)
     return model
 
 
-def load_car_folder(folder: str | Path, **kwargs) -> list[CarModel]:
-    """Load every model below ``folder`` (see :func:`find_model_files`)."""
-    return [load_car(p, **kwargs) for p in find_model_files(folder)]
+def _attach_source(model: CarModel, path: Path, axes: dict) -> None:
+    """Collection, provenance and licence from SOURCES.tsv (else the registry), so they reach the
+    dataset attributes; a model of unknown origin says so rather than guessing a licence."""
+    collection = collection_of(path) or axes.get("source")
+    info = source_info(path, collection)
+    if info is None:
+        model.collection = path.parent.parent.name or "unknown"
+        model.origin = str(path)
+        model.licence = "unknown (no SOURCES.tsv row or registry entry)"
+    else:
+        model.collection, model.origin, model.licence = info.collection, info.origin, info.licence
+
+
+def load_car_folder(folder: str | Path, include_excluded: bool = False, **kwargs) -> list[CarModel]:
+    """Load every model below ``folder`` (see :func:`find_model_files`), skipping the ones the
+    registry excludes (front/rear not confirmed, not car-like) unless ``include_excluded``."""
+    models = []
+    for p in find_model_files(folder):
+        why = None if include_excluded else excluded_reason(p)
+        if why:
+            log.info("%s: left out (%s)", p, why)
+            continue
+        models.append(load_car(p, **kwargs))
+    if not models:
+        raise CarModelError(f"every car model below {folder} is excluded in car_sources.json")
+    return models

@@ -20,7 +20,9 @@ from carpose.crop import CropSpec
 def _add_job_args(p: argparse.ArgumentParser, default_count: int) -> None:
     p.add_argument("--out", required=True, help="HDF5 file to write (written as <out>.parts, then renamed)")
     p.add_argument("--count", type=int, default=default_count)
-    p.add_argument("--models", help="folder of car meshes (OBJ/GLB/PLY); default: procedural cars only")
+    p.add_argument("--models", action="append", default=None, metavar="DIR",
+                   help="folder of car meshes (OBJ/GLB/GLTF/PLY), e.g. ../shared/cars_more; repeat for several "
+                        "folders; default: procedural cars only")
     p.add_argument("--procedural", type=int, default=None,
                    help="number of procedural cars (default 48 without --models, 0 with)")
     p.add_argument("--fleet-seed", type=int, default=0, help="seed of the procedural fleet")
@@ -29,6 +31,12 @@ def _add_job_args(p: argparse.ArgumentParser, default_count: int) -> None:
     p.add_argument("--heldout-fraction", type=float, default=0.25)
     p.add_argument("--heldout", default="", help="comma-separated model names to hold out (overrides fraction)")
     p.add_argument("--backgrounds", help="folder of photos for backgrounds; default: procedural backgrounds")
+    p.add_argument("--background-labels", help="KITTI label_2 folder of the background photos: crops avoid every "
+                   "labelled box (real road frames with their cars removed); photos without a label file are skipped")
+    p.add_argument("--procedural-backgrounds", type=float, default=0.3,
+                   help="share of procedural backgrounds when --backgrounds is given (default 0.3)")
+    p.add_argument("--studio", action="store_true",
+                   help="the old look: flat paint only, studio key/fill lights, no shadows")
     p.add_argument("--no-interference", action="store_true", help="no occluders, blur, noise, jitter, JPEG")
     p.add_argument("--workers", type=int, default=1)
     p.add_argument("--seed", type=int, default=0)
@@ -44,11 +52,15 @@ def _job(args: argparse.Namespace, kind: str) -> int:
     from training.render.sampling import RenderConfig
     from training.render.scenes import SceneConfig
 
-    spec = ModelSpec(models_dir=args.models, procedural=args.procedural, fleet_seed=args.fleet_seed,
+    models_dir = None if not args.models else args.models[0] if len(args.models) == 1 else tuple(args.models)
+    spec = ModelSpec(models_dir=models_dir, procedural=args.procedural, fleet_seed=args.fleet_seed,
                      split=args.split, heldout_fraction=args.heldout_fraction,
                      heldout=tuple(n for n in args.heldout.split(",") if n))
     inter = InterferenceConfig.none() if args.no_interference else InterferenceConfig()
-    cfg = RenderConfig(crop=CropSpec(size=getattr(args, "size", 128)), interference=inter)
+    look = dict(lighting="studio", materials="flat", shadows=False, haze=(0.0, 0.0)) if args.studio else {}
+    cfg = RenderConfig(crop=CropSpec(size=getattr(args, "size", 128)), interference=inter,
+                       background_labels=args.background_labels, procedural_backgrounds=args.procedural_backgrounds,
+                       **look)
     scfg = SceneConfig(width=args.width, height=args.height, max_cars=args.max_cars) if kind == "scenes" else None
     out = run_job(kind, args.out, args.count, spec, cfg, scfg=scfg, backgrounds=args.backgrounds,
                   seed=args.seed, workers=args.workers, block_size=args.block_size,

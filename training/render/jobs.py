@@ -38,12 +38,19 @@ DEFAULT_PROCEDURAL = 48  # cars generated when no model folder is given
 class ModelSpec:
     """Where the cars come from and which of them this job may use."""
 
-    models_dir: str | None = None
+    models_dir: str | tuple[str, ...] | None = None  # one folder, or several (loaded in this order)
     procedural: int | None = None  # None: DEFAULT_PROCEDURAL without models_dir, else 0
     fleet_seed: int = 0
     split: str = "all"
     heldout_fraction: float = 0.25
     heldout: tuple[str, ...] = ()  # explicit held-out model names (overrides the fraction)
+
+    @property
+    def model_dirs(self) -> tuple[str, ...]:
+        """The model folders as a tuple (``models_dir`` may be one string for old callers)."""
+        if not self.models_dir:
+            return ()
+        return (self.models_dir,) if isinstance(self.models_dir, str) else tuple(self.models_dir)
 
     @property
     def procedural_count(self) -> int:
@@ -52,10 +59,16 @@ class ModelSpec:
         return 0 if self.models_dir else DEFAULT_PROCEDURAL
 
 
-def heldout_names(names: list[str], fraction: float, explicit: tuple[str, ...] = ()) -> set[str]:
-    """Deterministic held-out set: explicit names, else the ceil(fraction * n) names that come
-    first in the order of their SHA-1 (stable across runs, machines and model order), per source
-    group so ShapeNet and procedural cars are both represented."""
+def heldout_names(names: list[str], fraction: float, explicit: tuple[str, ...] = (),
+                  groups: dict[str, str] | None = None) -> set[str]:
+    """Deterministic held-out set: explicit names, else per group the ceil(fraction * n) names that
+    come first in the order of their SHA-1 (stable across runs, machines and model order).
+
+    Why per group: the held-out cars must test every kind of car the model trains on, so whole models
+    are held out from EVERY collection (apollocar3d, gazebo, kenney, pgdrive, shapenet, procedural),
+    not e.g. 20 ApolloCar3D cars and nothing else. ``groups`` maps a name to its collection; without
+    it procedural ("proc_*") and file models are the two groups. A group of one model is not split.
+    """
     if explicit:
         unknown = set(explicit) - set(names)
         if unknown:
@@ -63,13 +76,14 @@ def heldout_names(names: list[str], fraction: float, explicit: tuple[str, ...] =
         return set(explicit)
     if not 0.0 <= fraction < 1.0:
         raise ValueError(f"held-out fraction must be in [0, 1), got {fraction}")
-    groups: dict[bool, list[str]] = {}
+    by_group: dict[str, list[str]] = {}
     for n in names:
-        groups.setdefault(n.startswith("proc_"), []).append(n)
+        group = groups[n] if groups is not None else ("procedural" if n.startswith("proc_") else "files")
+        by_group.setdefault(group, []).append(n)
     out: set[str] = set()
-    for group in groups.values():
-        k = math.ceil(fraction * len(group)) if len(group) > 1 else 0
-        out |= set(sorted(group, key=lambda n: hashlib.sha1(n.encode()).hexdigest())[:k])
+    for members in by_group.values():
+        k = math.ceil(fraction * len(members)) if len(members) > 1 else 0
+        out |= set(sorted(members, key=lambda n: hashlib.sha1(n.encode()).hexdigest())[:k])
     return out
 
 
@@ -78,25 +92,35 @@ def build_models(spec: ModelSpec) -> tuple[list[CarModel], dict]:
     if spec.split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}, got {spec.split!r}")
     models: list[CarModel] = []
-    if spec.models_dir:
-        models += load_car_folder(spec.models_dir)
+    for folder in spec.model_dirs:
+        models += load_car_folder(folder)
     if spec.procedural_count:
         models += generate_fleet(spec.procedural_count, seed=spec.fleet_seed)
     if not models:
         raise ValueError("no car models: give --models DIR and/or --procedural N > 0")
     names = [m.name for m in models]
-    held = heldout_names(names, spec.heldout_fraction, spec.heldout)
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        raise ValueError(f"car model names must be unique (labels refer to models by name): {dupes[:8]}; "
+                         "is a folder given twice?")
+    groups = {m.name: m.collection for m in models}
+    held = heldout_names(names, spec.heldout_fraction, spec.heldout, groups)
     keep = {"all": lambda n: True, "train": lambda n: n not in held, "heldout": lambda n: n in held}[spec.split]
     chosen = [m for m in models if keep(m.name)]
     if not chosen:
         raise ValueError(f"split {spec.split!r} leaves no car models (held out: {sorted(held)})")
     split = {"split": spec.split, "heldout": sorted(held), "fraction": spec.heldout_fraction,
-             "all_models": names}
+             "all_models": names, "collections": {c: sum(g == c for g in groups.values())
+                                                  for c in sorted(set(groups.values()))}}
     return chosen, split
 
 
 def model_records(models: list[CarModel]) -> list[dict]:
-    return [{"name": m.name, "source": m.source, "transform": m.transform.round(9).tolist(),
+    """One record per model for the HDF5 ``models`` attribute: the file, the native-to-car-frame
+    transform, and where it comes from and on which terms (collection, origin, licence), so a
+    dataset says which third-party models (and which licences) it contains."""
+    return [{"name": m.name, "source": m.source, "collection": m.collection, "origin": m.origin,
+             "licence": m.licence, "transform": m.transform.round(9).tolist(),
              "meta": {k: (v if isinstance(v, (int, float, str)) else str(v)) for k, v in m.meta.items()}}
             for m in models]
 
