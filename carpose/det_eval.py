@@ -1,17 +1,25 @@
 """``carpose-det-eval``: score the detector (and the azimuths of the cars it finds) on a KITTI folder.
 
     carpose-det-eval data/det/kitti_test --det-model models/carpose_det.onnx --out runs/det_eval
+    # the hand-labelled real frames (labels in the repo, images in ../shared):
+    carpose-det-eval data/real/nuscenes_front --images ../shared/real/nuscenes_front/image_2 --out runs/real_det
 
 Ground truth: ``Car`` objects of ``label_2`` (``--types Car,Van`` for more). ``DontCare`` regions and
 cars below ``--min-height`` px are ignore regions: a detection there counts neither way (the KITTI
-rule). Prints precision and recall at ``--conf``, AP@0.5 over all scores, and azimuth MedErr /
-Acc@30 on the matched cars; writes ``det_eval.json`` and a precision/recall PNG.
+rule). Prints precision and recall at ``--conf`` and AP@0.5 over all scores, for all cars and again
+for cars at least ``--tall`` px high (default 40; smaller ones then become ignore regions); recall
+per box-height bin (every labelled car counts there); and the azimuth errors of the matched cars
+(pose on the detector's box) by subset (all / sure labels / >= 30 px) and 45-deg view sector, the
+same tables ``carpose-eval`` prints for hand boxes. Writes ``det_eval.json``, ``det_pr.png`` (both
+PR curves with the operating point) and ``det_worst.png`` (the worst azimuth errors).
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
+import math
 import sys
 from pathlib import Path
 
@@ -19,52 +27,128 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from carpose.kitti import kitti_pairs, parse_kitti_label
+from carpose.azimuth_report import DEFAULT_MIN_HEIGHT, azimuth_summary, format_azimuth_summary
+from carpose.error_sheet import ErrorCase, save_worst_errors_sheet
+from carpose.kitti import KittiObject, kitti_pairs, parse_kitti_label
 from carpose.pipeline import DEFAULT_DET_MODEL, DEFAULT_POSE_MODEL, Pipeline, PipelineConfig
-from carpose.scoring import azimuth_error_stats, detection_report, match_frame, matched_azimuth_errors
+from carpose.scoring import FrameMatch, detection_report, match_frame, matched_azimuth_errors
+
+#: Box-height bins (px) of the recall table: where the detector starts to miss cars.
+HEIGHT_EDGES = (0.0, 15.0, 20.0, 30.0, 40.0, 60.0, 100.0, 200.0, math.inf)
+#: Object types that are never false positives when a detection lands on them.
+_NOT_FP = ("DontCare", "Van", "Truck")
+
+
+def _boxes(objs: list[KittiObject]) -> np.ndarray:
+    return np.array([o.box_xyxy for o in objs], np.float64).reshape(-1, 4)
+
+
+def _match(objs: list[KittiObject], types: tuple[str, ...], min_height: float, boxes: np.ndarray,
+           scores: np.ndarray) -> tuple[FrameMatch, list[int]]:
+    """Match with ``types`` cars >= ``min_height`` as ground truth and the rest as ignore regions;
+    also returns the label-line index of each ground-truth car."""
+    gt = [i for i, o in enumerate(objs) if o.type in types and o.height_px >= min_height]
+    ign = [o for i, o in enumerate(objs) if i not in gt and o.type in (*types, *_NOT_FP)]
+    return match_frame(boxes, scores, _boxes([objs[i] for i in gt]), _boxes(ign)), gt
+
+
+def _at_conf(m: FrameMatch, conf: float) -> FrameMatch:
+    """The match as seen at the operating threshold: detections below it are dropped (matching is
+    greedy by score, so the detections above it match exactly as they would alone)."""
+    return FrameMatch(m.scores, np.where(m.scores >= conf, m.outcome, -1), m.gt_index, m.num_gt)
 
 
 def evaluate_folder(root: str | Path, pipe: Pipeline, conf: float, types: tuple[str, ...] = ("Car",),
-                    min_height: float = 15.0, progress: bool = True) -> dict:
-    matches, errors = [], []
-    for img_path, lab_path in tqdm(kitti_pairs(root), desc="det-eval", disable=not progress, leave=False):
+                    min_height: float = 15.0, progress: bool = True, images: str | Path | None = None,
+                    tall: float = 40.0, pose_tall: float = DEFAULT_MIN_HEIGHT) -> dict:
+    """Detection and matched-car azimuth figures of one KITTI folder; see the module docstring."""
+    matches: dict[str, list[FrameMatch]] = {"all": [], "tall": []}
+    heights, found = [], []  # every labelled car of ``types``: box height, detected at conf
+    err, true, sure, hpx, cases = [], [], [], [], []
+    n_frames = 0
+    for img_path, lab_path in tqdm(kitti_pairs(root, images), desc="det-eval", disable=not progress, leave=False):
         img = cv2.imread(str(img_path), cv2.IMREAD_COLOR)
         if img is None:
             raise ValueError(f"{img_path}: unreadable image")
+        n_frames += 1
         objs = parse_kitti_label(lab_path)
-        gt = [o for o in objs if o.type in types and o.box_xyxy[3] - o.box_xyxy[1] >= min_height]
-        ign = [o for o in objs if o not in gt and o.type in (*types, "DontCare", "Van", "Truck")]
         res = pipe.process(img)
-        boxes = np.array([c.box_xyxy for c in res.cars]).reshape(-1, 4)
-        scores = np.array([c.score for c in res.cars])
-        m = match_frame(boxes, scores, np.array([o.box_xyxy for o in gt]).reshape(-1, 4),
-                        np.array([o.box_xyxy for o in ign]).reshape(-1, 4))
-        matches.append(m)
-        keep = m.scores >= conf
-        sub = type(m)(m.scores, np.where(keep, m.outcome, -1), m.gt_index, m.num_gt)
-        errors.append(matched_azimuth_errors(sub, np.array([c.azimuth_deg for c in res.cars]),
-                                             np.array([o.azimuth_deg for o in gt])))
-    rep = detection_report(matches, conf)
-    err = np.concatenate(errors) if errors else np.zeros(0)
-    out = {"frames": len(matches), **rep.to_dict(),
-           "azimuth_on_matched": azimuth_error_stats(err)}
-    return {"summary": out, "curve": rep.curve}
+        boxes = np.array([c.box_xyxy for c in res.cars], np.float64).reshape(-1, 4)
+        scores = np.array([c.score for c in res.cars], np.float64)
+        pred_az = np.array([c.azimuth_deg for c in res.cars], np.float64)
+        m, gt = _match(objs, types, min_height, boxes, scores)
+        matches["all"].append(m)
+        matches["tall"].append(_match(objs, types, tall, boxes, scores)[0])
+        # Recall by height: every labelled car is ground truth here, however small.
+        mh, cars = _match(objs, types, 0.0, boxes, scores)
+        hit = set(mh.gt_index[(mh.outcome == 1) & (mh.scores >= conf)].tolist())
+        heights += [objs[i].height_px for i in cars]
+        found += [j in hit for j in range(len(cars))]
+        # Azimuth on the cars found at the operating threshold (pose on the detector's crop).
+        mc = _at_conf(m, conf)
+        e = matched_azimuth_errors(mc, pred_az, np.array([objs[i].azimuth_deg for i in gt]))
+        for k, p in enumerate(np.flatnonzero(mc.outcome == 1)):
+            line = gt[int(mc.gt_index[p])]
+            o = objs[line]
+            err.append(float(e[k]))
+            true.append(o.azimuth_deg)
+            sure.append(o.sure)
+            hpx.append(o.height_px)
+            cases.append(ErrorCase(img_path, o.box_xyxy, o.azimuth_deg, float(pred_az[p]),
+                                   f"{lab_path.stem}#{line}", o.sure,
+                                   float(res.cars[p].azimuth_confidence), boxes[p]))
+    reps = {k: detection_report(v, conf) for k, v in matches.items()}
+    h, f = np.asarray(heights, np.float64), np.asarray(found, bool)
+    by_height = []
+    for lo, hi in itertools.pairwise(HEIGHT_EDGES):
+        sel = (h >= lo) & (h < hi)
+        by_height.append({"from_px": lo, "to_px": None if math.isinf(hi) else hi, "gt": int(sel.sum()),
+                          "found": int(f[sel].sum()), "recall": float(f[sel].mean()) if sel.any() else None})
+    summary = {"frames": n_frames, "min_height_px": min_height, **reps["all"].to_dict(),
+               "tall": {"min_height_px": tall, **reps["tall"].to_dict()},
+               "recall_by_height": by_height,
+               "azimuth_on_matched": azimuth_summary(err, true, sure, hpx, pose_tall)}
+    return {"summary": summary, "curve": reps["all"].curve, "curve_tall": reps["tall"].curve, "cases": cases}
 
 
-def plot_pr(curve: dict, path: Path, title: str) -> None:
+def format_detection(s: dict) -> str:
+    """The detection table and the recall-by-height table (Markdown, like the azimuth tables)."""
+    lines = [f"detection at conf {s['threshold']} (IoU 0.5; smaller cars are ignore regions)", "",
+             "| cars | TP | FP | FN | precision | recall | AP@0.5 |", "|---|---:|---:|---:|---:|---:|---:|"]
+    for name, r in ((f">= {s['min_height_px']:g} px", s), (f">= {s['tall']['min_height_px']:g} px", s["tall"])):
+        lines.append(f"| {name} | {r['tp']} | {r['fp']} | {r['fn']} | {r['precision']:.3f} | {r['recall']:.3f} "
+                     f"| {r['ap50']:.3f} |")
+    lines += ["", f"recall by box height at conf {s['threshold']} (every labelled car)", "",
+              "| height (px) | cars | found | recall |", "|---|---:|---:|---:|"]
+    for b in s["recall_by_height"]:
+        rng = f"{b['from_px']:g}-{b['to_px']:g}" if b["to_px"] is not None else f">= {b['from_px']:g}"
+        rec = "-" if b["recall"] is None else f"{100 * b['recall']:.0f}%"
+        lines.append(f"| {rng} | {b['gt']} | {b['found']} | {rec} |")
+    return "\n".join(lines)
+
+
+def plot_pr(curves: dict[str, dict], path: Path, title: str, conf: float | None = None) -> None:
+    """Precision/recall curves (one per name) with the operating point at ``conf`` marked."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(5, 4))
-    ax.plot(curve.get("recall", []), curve.get("precision", []))
+    fig, ax = plt.subplots(figsize=(5.5, 4.5))
+    for k, (name, curve) in enumerate(curves.items()):
+        rec, prec = np.asarray(curve.get("recall", [])), np.asarray(curve.get("precision", []))
+        ax.plot(rec, prec, color=f"C{k}", label=f"{name}: AP@0.5 {curve.get('ap', float('nan')):.3f}")
+        sc = np.asarray(curve.get("scores", []))
+        if conf is not None and len(sc) and np.any(sc >= conf):
+            i = int(np.flatnonzero(sc >= conf)[-1])
+            ax.plot(rec[i], prec[i], "o", color=f"C{k}", ms=7, mfc="none")
     ax.set_xlabel("recall")
     ax.set_ylabel("precision")
     ax.set_xlim(0, 1)
     ax.set_ylim(0, 1.02)
     ax.grid(alpha=0.3)
-    ax.set_title(f"{title}\nAP@0.5 = {curve.get('ap', float('nan')):.3f}", fontsize=9)
+    ax.legend(loc="upper right", fontsize=8)
+    ax.set_title(title + ("" if conf is None else f"\n(circle: operating point, conf {conf})"), fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
@@ -73,15 +157,20 @@ def plot_pr(curve: dict, path: Path, title: str) -> None:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="carpose-det-eval", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("folder", help="KITTI-format folder with image_2/ and label_2/")
+    p.add_argument("folder", help="KITTI-format folder with label_2/ (and image_2/ unless --images)")
+    p.add_argument("--images", help="image folder of the labels (default: FOLDER/image_2)")
     p.add_argument("--det-model", default=str(DEFAULT_DET_MODEL))
     p.add_argument("--det-classes", help="e.g. '2:car' for COCO weights")
     p.add_argument("--pose-model", default=str(DEFAULT_POSE_MODEL))
     p.add_argument("--conf", type=float, default=0.35, help="operating threshold for precision/recall")
     p.add_argument("--imgsz", type=int, default=640)
     p.add_argument("--types", default="Car")
-    p.add_argument("--min-height", type=float, default=15.0)
-    p.add_argument("--out", help="folder for det_eval.json and det_pr.png")
+    p.add_argument("--min-height", type=float, default=15.0, help="smaller cars are ignore regions (px)")
+    p.add_argument("--tall", type=float, default=40.0, help="second detection row: cars at least this tall (px)")
+    p.add_argument("--pose-tall", type=float, default=DEFAULT_MIN_HEIGHT,
+                   help="azimuth subsets of matched cars at least this tall (px)")
+    p.add_argument("--worst", type=int, default=24, help="cars on the worst-errors sheet")
+    p.add_argument("--out", help="folder for det_eval.json, det_pr.png and det_worst.png")
     p.add_argument("--quiet", action="store_true")
     args = p.parse_args(argv)
     from carpose.infer import parse_classes
@@ -92,23 +181,30 @@ def main(argv: list[str] | None = None) -> int:
                                        detector_classes=parse_classes(args.det_classes), det_conf=0.01,
                                        det_imgsz=args.imgsz, max_cars=100))
         r = evaluate_folder(args.folder, pipe, args.conf, tuple(args.types.split(",")), args.min_height,
-                            not args.quiet)
+                            not args.quiet, args.images, args.tall, args.pose_tall)
     except (FileNotFoundError, ValueError) as exc:
         print(f"carpose-det-eval: error: {exc}", file=sys.stderr)
         return 2
     s = r["summary"]
-    az = s["azimuth_on_matched"]
-    print(f"{s['frames']} frames: precision {s['precision']:.3f}, recall {s['recall']:.3f} at conf {args.conf}, "
-          f"AP@0.5 {s['ap50']:.3f} (TP {s['tp']}, FP {s['fp']}, FN {s['fn']})")
-    if az["n"]:
-        print(f"azimuth on {az['n']} matched cars: MedErr {az['med_err_deg']:.1f} deg, "
-              f"Acc@30 {100 * az['acc_30']:.1f}%")
+    name = Path(args.folder).name
+    print(f"{s['frames']} frames of {name}: precision {s['precision']:.3f}, recall {s['recall']:.3f} at conf "
+          f"{args.conf}, AP@0.5 {s['ap50']:.3f} (TP {s['tp']}, FP {s['fp']}, FN {s['fn']})")
+    print()
+    print(format_detection(s))
+    print()
+    print(format_azimuth_summary(s["azimuth_on_matched"], "azimuth of the matched cars (detector boxes)"))
     if args.out:
         out = Path(args.out)
         out.mkdir(parents=True, exist_ok=True)
         (out / "det_eval.json").write_text(json.dumps(s, indent=1))
-        plot_pr(r["curve"], out / "det_pr.png", f"{Path(args.det_model).name} on {Path(args.folder).name}")
-        print(f"wrote {out}/det_eval.json, {out}/det_pr.png")
+        plot_pr({f"cars >= {args.min_height:g} px": r["curve"], f"cars >= {args.tall:g} px": r["curve_tall"]},
+                out / "det_pr.png", f"{Path(args.det_model).name} on {name}", args.conf)
+        written = [out / "det_eval.json", out / "det_pr.png"]
+        if r["cases"]:
+            written.append(save_worst_errors_sheet(r["cases"], out / "det_worst.png", count=args.worst,
+                                                   title=f"{Path(args.pose_model).name} on {name}, "
+                                                         f"detector boxes (conf {args.conf})"))
+        print("wrote " + ", ".join(str(w) for w in written))
     return 0
 
 
