@@ -6,7 +6,7 @@ boxes, from a jittered box, so the network sees the same framing it will see onl
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import cv2
 import numpy as np
@@ -72,10 +72,13 @@ def degrade_resolution(crop: np.ndarray, rng: np.random.Generator) -> np.ndarray
 
 
 def make_crop(rng: np.random.Generator, models: list[CarModel], renderer: CarRenderer,
-              backgrounds: BackgroundSource, cfg: RenderConfig) -> CropSample:
-    """Draw and produce one crop sample; all randomness comes from ``rng``."""
+              backgrounds: BackgroundSource, cfg: RenderConfig, azimuth_deg: float | None = None) -> CropSample:
+    """Draw and produce one crop sample; all randomness comes from ``rng``. ``azimuth_deg`` fixes
+    the azimuth (for side-by-side comparisons with real crops)."""
     model_id = int(rng.integers(len(models)))
     view = sample_view(rng, cfg)
+    if azimuth_deg is not None:
+        view = replace(view, azimuth_deg=float(azimuth_deg) % 360.0)
     lighting = sample_lighting(rng, cfg)
     look, paint = sample_car_look(rng, cfg)
     side = int(round(cfg.crop.size * cfg.render_scale))

@@ -1,7 +1,9 @@
 """Interference: what real images do to cars that clean renders do not.
 
-Occluders (poles, other objects, patches of background), blur (defocus, motion), sensor noise,
-colour/brightness/gamma shifts and JPEG artefacts. Every function takes an explicit
+Occluders (poles, other objects, patches of background), the camera (exposure, white balance,
+washed-out colour: road cameras give flat, low-saturation images), blur (defocus, motion), sensor
+noise (read noise plus shot noise that grows with brightness), colour/brightness/gamma shifts and
+JPEG artefacts. Every function takes an explicit
 ``numpy.random.Generator``, returns a new uint8 image (never modifies its input) and is
 deterministic for a given generator state.
 """
@@ -27,14 +29,23 @@ class InterferenceConfig:
     color_jitter_prob: float = 0.8
     jpeg_prob: float = 0.4
     jpeg_quality: tuple[int, int] = (25, 90)
+    exposure_prob: float = 0.6
+    exposure_ev: tuple[float, float] = (-0.8, 0.5)  # stops, applied in linear light
+    white_balance_prob: float = 0.5
+    white_balance_sigma: float = 0.07  # sigma of the log red and blue gains (green fixed)
+    saturation_prob: float = 0.5
+    saturation: tuple[float, float] = (0.55, 1.05)  # nuScenes frames are strongly desaturated
+    shot_noise_max: float = 0.6  # shot-noise variance per grey level (sigma^2 = read^2 + k * value)
 
     @classmethod
     def none(cls) -> InterferenceConfig:
         return cls(enabled=False, occluder_prob=0.0, blur_prob=0.0, noise_prob=0.0, color_jitter_prob=0.0,
-                   jpeg_prob=0.0)
+                   jpeg_prob=0.0, exposure_prob=0.0, white_balance_prob=0.0, saturation_prob=0.0)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "jpeg_quality", tuple(self.jpeg_quality))
+        object.__setattr__(self, "exposure_ev", tuple(self.exposure_ev))
+        object.__setattr__(self, "saturation", tuple(self.saturation))
 
 
 def _occluder_mask(rng: np.random.Generator, shape: tuple[int, int], box: np.ndarray) -> np.ndarray:
@@ -112,6 +123,33 @@ def _blur(img: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, str]:
     return cv2.filter2D(img, -1, kernel), f"motion{k}"
 
 
+def exposure(img: np.ndarray, ev: float) -> np.ndarray:
+    """Scale light by 2**ev in linear space (gamma 2.2), as a longer or shorter exposure does;
+    highlights clip like a sensor's."""
+    lin = (img.astype(np.float32) / 255.0) ** 2.2 * (2.0 ** ev)
+    return (np.clip(lin, 0.0, 1.0) ** (1 / 2.2) * 255.0 + 0.5).astype(np.uint8)
+
+
+def white_balance(img: np.ndarray, gains: tuple[float, float, float]) -> np.ndarray:
+    """Per-channel gains in linear space (a camera's white balance off by some degrees kelvin)."""
+    lin = (img.astype(np.float32) / 255.0) ** 2.2 * np.asarray(gains, np.float32)
+    return (np.clip(lin, 0.0, 1.0) ** (1 / 2.2) * 255.0 + 0.5).astype(np.uint8)
+
+
+def saturate(img: np.ndarray, factor: float) -> np.ndarray:
+    """Blend with the luma image: factor < 1 washes colours out, > 1 strengthens them."""
+    f = img.astype(np.float32)
+    luma = f @ np.array([0.299, 0.587, 0.114], np.float32)
+    return np.clip(luma[..., None] + factor * (f - luma[..., None]) + 0.5, 0, 255).astype(np.uint8)
+
+
+def sensor_noise(img: np.ndarray, rng: np.random.Generator, read_sigma: float, shot: float) -> np.ndarray:
+    """Gaussian approximation of read noise plus shot noise (variance proportional to the value)."""
+    f = img.astype(np.float32)
+    sigma = np.sqrt(read_sigma ** 2 + shot * f)
+    return np.clip(f + rng.standard_normal(f.shape, dtype=np.float32) * sigma + 0.5, 0, 255).astype(np.uint8)
+
+
 def _color_jitter(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     hsv = cv2.cvtColor(img, cv2.COLOR_RGB2HSV).astype(np.float32)
     hsv[..., 0] = (hsv[..., 0] + rng.uniform(-8, 8)) % 180
@@ -133,6 +171,18 @@ def _photometric(img: np.ndarray, rng: np.random.Generator, cfg: InterferenceCon
     out = img
     if not cfg.enabled:
         return img.copy(), info
+    if rng.uniform() < cfg.exposure_prob:
+        ev = float(rng.uniform(*cfg.exposure_ev))
+        out = exposure(out, ev)
+        info["exposure_ev"] = round(ev, 2)
+    if rng.uniform() < cfg.white_balance_prob:
+        r, b = np.exp(rng.normal(0.0, cfg.white_balance_sigma, 2))
+        out = white_balance(out, (float(r), 1.0, float(b)))
+        info["white_balance"] = (round(float(r), 3), round(float(b), 3))
+    if rng.uniform() < cfg.saturation_prob:
+        f = float(rng.uniform(*cfg.saturation))
+        out = saturate(out, f)
+        info["saturation"] = round(f, 2)
     if rng.uniform() < cfg.blur_prob:
         out, info["blur"] = _blur(out, rng)
     if rng.uniform() < cfg.color_jitter_prob:
@@ -140,8 +190,10 @@ def _photometric(img: np.ndarray, rng: np.random.Generator, cfg: InterferenceCon
         info["color_jitter"] = True
     if rng.uniform() < cfg.noise_prob:
         sigma = rng.uniform(1.0, cfg.noise_sigma_max)
-        out = np.clip(out.astype(np.float32) + rng.normal(0, sigma, out.shape), 0, 255).astype(np.uint8)
+        shot = float(rng.uniform(0.0, cfg.shot_noise_max))
+        out = sensor_noise(out, rng, float(sigma), shot)
         info["noise_sigma"] = round(float(sigma), 2)
+        info["shot_noise"] = round(shot, 3)
     if rng.uniform() < cfg.jpeg_prob:
         q = int(rng.integers(cfg.jpeg_quality[0], cfg.jpeg_quality[1] + 1))
         ok, enc = cv2.imencode(".jpg", cv2.cvtColor(out, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, q])

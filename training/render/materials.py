@@ -84,7 +84,7 @@ def sample_look(rng: np.random.Generator, paint_rgb: tuple[float, float, float] 
     if paint_rgb is not None:
         paint, family = Material(tuple(float(c) for c in paint_rgb), paint.metallic, paint.roughness), "given"
     g = GLASS[0][0] * rng.uniform(0.6, 2.0)
-    glass = Material((g, g * rng.uniform(1.0, 1.3), g * rng.uniform(1.0, 1.5)), 0.0, float(rng.uniform(0.03, 0.15)))
+    glass = Material((g, g * rng.uniform(1.0, 1.3), g * rng.uniform(1.0, 1.5)), 0.0, float(rng.uniform(0.15, 0.35)))
     t = TYRE[0][0] * rng.uniform(0.7, 1.5)
     tyre = Material((t, t, t), 0.0, float(rng.uniform(0.75, 0.95)))
     if rng.uniform() < 0.75:

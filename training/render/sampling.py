@@ -71,6 +71,8 @@ class RenderConfig:
         d = json.loads(text)
         d["crop"] = CropSpec(**d["crop"])
         d["interference"] = InterferenceConfig(**d["interference"])
+        if "haze" in d and d["haze"] is not None:
+            d["haze"] = tuple(d["haze"])
         for k in ("elevation_deg", "distance_m", "ambient", "key_intensity", "fill_intensity", "camera_height_m",
                   "haze"):
             if k not in d:

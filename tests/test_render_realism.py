@@ -1,0 +1,158 @@
+"""Realism features of the renderer: materials, part roles, shadows, backgrounds, camera effects.
+
+Real renders (pyrender on EGL), real meshes from ../shared when present (skipped otherwise).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import trimesh
+
+from training.cars.model import CarModel, CarPart
+from training.render.backgrounds import BackgroundSource, boxes_overlap, composite, free_region, read_kitti_boxes
+from training.render.interference import (
+    InterferenceConfig,
+    apply_photometric,
+    exposure,
+    saturate,
+    sensor_noise,
+    white_balance,
+)
+from training.render.lighting import ground_shadow, sample_sky
+from training.render.materials import PAINT_NAMES, PAINT_SHARES, assign_face_roles, role_shares, sample_look
+from training.render.renderer import CarRenderer, Lighting, View, is_untextured_single, trimesh_box_car
+from training.render.sampling import RenderConfig, sample_view
+
+APOLLO = Path(__file__).resolve().parents[2] / "shared" / "cars_more" / "apollocar3d" / "baoma_530" / "model.obj"
+
+
+def _apollo_car() -> CarModel:
+    """Hand-loaded ApolloCar3D mesh (native: long axis Z, front +Z, up Y) in the car frame."""
+    m = trimesh.load(APOLLO, process=False)
+    T = np.array([[0, 0, 1, 0], [1, 0, 0, 0], [0, 1, 0, 0], [0, 0, 0, 1]], float)
+    m.apply_transform(T)
+    lo, hi = m.bounds
+    m.apply_translation([-(lo[0] + hi[0]) / 2, -(lo[1] + hi[1]) / 2, -lo[2]])
+    return CarModel(name="apollo", parts=[CarPart(m, "textured")], source="apollo")
+
+
+def test_ground_shadow_darkens_ground_under_and_beside_the_car():
+    car = trimesh_box_car()
+    sun = Lighting(ambient=0.3, key_intensity=3.0, key_azimuth_deg=90.0, key_elevation_deg=35.0,
+                   shadow=0.6, contact_shadow=0.5)
+    with CarRenderer(160, 160) as r:
+        res = r.render_view(car, View(0.0, 20.0, 12.0), 160, sun, fill=0.6)
+    shadow = ground_shadow([(car, np.eye(4))], res.camera_pose, res.K, 160, 160, sun)
+    bg = np.full((160, 160, 3), 150, np.uint8)
+    img = composite(res.color, res.mask, bg, shadow=shadow).astype(float).mean(axis=2)
+    ys, xs = np.nonzero(res.mask)
+    bottom, left, right = ys.max(), xs.min(), xs.max()
+    # Sun on the car's left (azimuth 90) -> shadow falls to its right = image left for a front view.
+    beside = img[bottom - 3, max(left - 12, 0):left - 2]
+    assert beside.mean() < 150 * 0.7, beside.mean()
+    under = img[min(bottom + 2, 159), (left + right) // 2]
+    assert under < 150 * 0.9  # contact shadow just below the car
+    assert img[5, 5] == pytest.approx(150, abs=1)  # far from the car: untouched
+    assert img[bottom - 3, min(right + 8, 159)] > img[bottom - 3, max(left - 8, 0)]  # sun side is brighter
+
+
+def test_no_shadow_on_overcast_without_contact():
+    car = trimesh_box_car()
+    light = Lighting(shadow=0.0, contact_shadow=0.0)
+    assert ground_shadow([(car, np.eye(4))], np.eye(4), np.eye(3), 10, 10, light) is None
+
+
+def test_paint_colour_distribution_follows_the_road_mix():
+    rng = np.random.default_rng(0)
+    names = [sample_look(rng).family for _ in range(4000)]
+    share = {n: names.count(n) / len(names) for n in PAINT_NAMES}
+    achromatic = share["white"] + share["black"] + share["grey"] + share["silver"]
+    assert 0.7 < achromatic < 0.82  # most cars are white, black, grey or silver
+    assert share["white"] > share["blue"] and share["black"] > share["red"]
+    for n, p in zip(PAINT_NAMES, PAINT_SHARES, strict=True):
+        assert abs(share[n] - p) < 0.03, (n, share[n], p)
+    looks = [sample_look(rng) for _ in range(300)]
+    metal = np.array([lk.paint.metallic for lk in looks])
+    assert metal.min() < 0.1 and metal.max() > 0.6  # solid and metallic paints both occur
+    assert all(max(lk.parts["glass"].rgb) < 0.15 and max(lk.parts["tyre"].rgb) < 0.1 for lk in looks)
+
+
+def test_looks_change_the_render_and_do_not_leak():
+    car = trimesh_box_car()
+    rng = np.random.default_rng(1)
+    with CarRenderer(64, 64) as r:
+        plain = r.render_view(car, View(30, 10, 10), 64, Lighting()).color
+        looked = r.render_view(car, View(30, 10, 10), 64, Lighting(), look=sample_look(rng)).color
+        again = r.render_view(car, View(30, 10, 10), 64, Lighting()).color
+    assert not np.array_equal(plain, looked)
+    np.testing.assert_array_equal(plain, again)
+
+
+@pytest.mark.skipif(not APOLLO.exists(), reason="../shared ApolloCar3D meshes absent")
+def test_face_roles_on_a_real_mesh():
+    car = _apollo_car()
+    assert is_untextured_single(car)
+    mesh = car.parts[0].mesh
+    roles = assign_face_roles(mesh)
+    shares = role_shares(roles, mesh.area_faces)
+    assert set(shares) >= {"paint", "glass", "tyre", "rim", "light_front", "light_rear", "trim"}
+    assert shares["paint"] > 0.35 and 0.08 < shares["glass"] < 0.35, shares
+    c = mesh.triangles_center
+    H = mesh.bounds[1, 2]
+    assert np.all(c[roles == "glass", 2] > 0.55 * H)  # windows above the belt line
+    assert np.all(c[roles == "tyre", 2] < 0.5 * H)  # tyres low
+    assert np.median(c[roles == "light_front", 0]) > 0 > np.median(c[roles == "light_rear", 0])
+    with CarRenderer(96, 96) as r:  # renders with dark windows: glass darker than paint on a white car
+        look = sample_look(np.random.default_rng(3), paint_rgb=(0.9, 0.9, 0.9))
+        res = r.render_view(car, View(90, 8, 8), 96, sample_sky(np.random.default_rng(0)), look=look)
+    assert res.mask.sum() > 500
+
+
+def test_road_camera_elevations_are_mostly_low():
+    rng = np.random.default_rng(0)
+    el = np.array([sample_view(rng, RenderConfig()).elevation_deg for _ in range(2000)])
+    assert np.mean(el <= 15) > 0.85 and el.min() >= 0
+
+
+def test_labelled_background_crops_never_touch_a_box(tmp_path):
+    import cv2
+
+    img = np.random.default_rng(0).integers(0, 255, (300, 500, 3), dtype=np.uint8)
+    boxes = np.array([[50, 60, 200, 160], [300, 100, 420, 260], [0, 250, 500, 300]], float)
+    img_dir, lab_dir = tmp_path / "image_2", tmp_path / "label_2"
+    img_dir.mkdir()
+    lab_dir.mkdir()
+    for y1x in boxes:  # paint the "cars" pure red so a crop that touches one shows it
+        x1, y1, x2, y2 = y1x.astype(int)
+        img[y1:y2, x1:x2] = (0, 0, 255)  # BGR red
+    cv2.imwrite(str(img_dir / "000000.png"), img)
+    cv2.imwrite(str(img_dir / "000001.png"), img)  # no label: must never be used
+    (lab_dir / "000000.txt").write_text("".join(
+        f"Car 0.0 0 0.0 {x1} {y1} {x2} {y2} -1 -1 -1 -1000 -1000 -1000 -10\n" for x1, y1, x2, y2 in boxes))
+    np.testing.assert_allclose(read_kitti_boxes(lab_dir / "000000.txt"), boxes)
+    src = BackgroundSource.from_folder(img_dir, labels=lab_dir)
+    assert [p.name for p in src.photos] == ["000000.png"]
+    rng = np.random.default_rng(1)
+    for _ in range(200):
+        out, origin = src.sample_with_region(rng, 32, 32)
+        assert origin is not None and not boxes_overlap(origin[1], boxes)
+        red = (out[..., 0] > 200) & (out[..., 1] < 50) & (out[..., 2] < 50)
+        assert not red.any()
+    assert free_region((100, 100), np.array([[0, 0, 100, 100]]), rng, 1.0) is None
+
+
+def test_photometric_ops_keep_shape_and_dtype():
+    rng = np.random.default_rng(0)
+    img = rng.integers(0, 255, (40, 56, 3), dtype=np.uint8)
+    for out in (exposure(img, -0.7), exposure(img, 0.5), white_balance(img, (1.1, 1.0, 0.9)), saturate(img, 0.6),
+                sensor_noise(img, rng, 3.0, 0.5), apply_photometric(img, rng, InterferenceConfig())):
+        assert out.shape == img.shape and out.dtype == np.uint8
+    assert exposure(img, -1.0).mean() < img.mean() < exposure(img, 0.5).mean()
+    grey = saturate(img, 0.0).astype(int)
+    assert np.abs(grey[..., 0] - grey[..., 2]).max() <= 1
+    before = img.copy()
+    apply_photometric(img, rng, InterferenceConfig())
+    np.testing.assert_array_equal(img, before)  # input untouched
