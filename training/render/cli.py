@@ -37,12 +37,6 @@ def _add_job_args(p: argparse.ArgumentParser, default_count: int) -> None:
                    help="share of procedural backgrounds when --backgrounds is given (default 0.3)")
     p.add_argument("--studio", action="store_true",
                    help="the old look: flat paint only, studio key/fill lights, no shadows")
-    p.add_argument("--background-labels", help="KITTI label_2 folder of the background photos: crops avoid every "
-                   "labelled box (real road frames with their cars removed); photos without a label file are skipped")
-    p.add_argument("--procedural-backgrounds", type=float, default=0.3,
-                   help="share of procedural backgrounds when --backgrounds is given (default 0.3)")
-    p.add_argument("--studio", action="store_true",
-                   help="the old look: flat paint only, studio key/fill lights, no shadows")
     p.add_argument("--no-interference", action="store_true", help="no occluders, blur, noise, jitter, JPEG")
     p.add_argument("--workers", type=int, default=1)
     p.add_argument("--seed", type=int, default=0)
