@@ -24,6 +24,7 @@ without tearing anything down.
 
 from __future__ import annotations
 
+import os
 import re
 import signal
 import sys
@@ -616,5 +617,16 @@ def main(args: list[str] | None = None) -> int:
     return rc
 
 
+def run() -> None:
+    """Console script ``carpose_node``: :func:`main`, then leave at once. Why: once the node is torn
+    down, Python's own finalisation of torch (which ultralytics loads for the detector) takes 4-7 s
+    on 2 cores, and ``ros2 launch`` escalates to SIGTERM after 5 s of SIGINT. Everything of ours is
+    closed by then; only the output buffers need flushing."""
+    rc = main()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(rc)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    run()
