@@ -81,7 +81,12 @@ def build_sheet(images: Path, labels: Path, n: int = 12, size: int = 128, seed: 
     if not reals:
         raise ValueError(f"no usable labelled cars in {labels}")
     reals.sort(key=lambda r: r[1])
-    pick = [reals[int(i)] for i in np.linspace(0, len(reals) - 1, min(n, len(reals))).round()]
+    # One car per 30-degree bin first (the frames come in sequences of the same car), then the rest.
+    seen: set[int] = set()
+    pick = [r for r in reals if int(r[1] // 30) not in seen and not seen.add(int(r[1] // 30))]
+    rest = [r for r in reals if all(r is not q for q in pick)]
+    pick = (pick + [rest[int(i)] for i in np.linspace(0, len(rest) - 1, max(n - len(pick), 0)).round()]
+            if rest else pick)[:n]
     bg = BackgroundSource.from_folder(images, labels=labels, procedural_fraction=cfg.procedural_backgrounds,
                                       bottom_margin=cfg.background_bottom_margin)
     models = sheet_models()
