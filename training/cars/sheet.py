@@ -17,7 +17,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from training.cars.loader import find_model_files, load_car
+from training.cars.loader import excluded_reason, find_model_files, load_car
 from training.cars.model import CarModel
 
 AZIMUTHS = tuple(range(0, 360, 45))
@@ -30,8 +30,9 @@ def _label(img: np.ndarray, text: str, org: tuple[int, int], scale: float = 0.4)
     cv2.putText(img, text, org, cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 255, 255), 1, cv2.LINE_AA)
 
 
-def car_row(model: CarModel, renderer, size: int, elevation_deg: float = 10.0) -> np.ndarray:
-    """BGR strip of the 8 views of one car, labelled with its name, size and azimuths."""
+def car_row(model: CarModel, renderer, size: int, elevation_deg: float = 10.0, note: str = "") -> np.ndarray:
+    """BGR strip of the 8 views of one car, labelled with its name, size, azimuths and ``note``
+    (e.g. "LEFT OUT")."""
     from training.render.renderer import Lighting, View
 
     light = Lighting()
@@ -44,16 +45,18 @@ def car_row(model: CarModel, renderer, size: int, elevation_deg: float = 10.0) -
         tiles.append(img)
     strip = np.concatenate(tiles, axis=1)
     L, W, H = model.extents
-    _label(strip, f"{model.name[:28]}  {L:.2f}x{W:.2f}x{H:.2f} m", (3, size - 5))
+    _label(strip, f"{model.name[:28]}  {L:.2f}x{W:.2f}x{H:.2f} m  {note}", (3, size - 5))
     return strip
 
 
-def contact_sheet(models: list[CarModel], size: int = 112, elevation_deg: float = 10.0) -> np.ndarray:
+def contact_sheet(models: list[CarModel], size: int = 112, elevation_deg: float = 10.0,
+                  notes: list[str] | None = None) -> np.ndarray:
     """BGR sheet, one row of 8 views per car."""
     from training.render.renderer import CarRenderer
 
+    notes = notes or [""] * len(models)
     with CarRenderer(size, size) as renderer:
-        rows = [car_row(m, renderer, size, elevation_deg) for m in models]
+        rows = [car_row(m, renderer, size, elevation_deg, n) for m, n in zip(models, notes, strict=True)]
     return np.concatenate(rows, axis=0)
 
 
@@ -63,12 +66,14 @@ def write_sheets(folder: str | Path, out: str | Path, per_page: int = 20, size: 
     ``per_page`` cars per JPEG: ``out`` itself when one page, else ``<stem>_<page>.jpg``."""
     files = find_model_files(folder)
     models = [load_car(p) for p in files]
+    notes = ["LEFT OUT" if excluded_reason(p) else "" for p in files]
     pages = math.ceil(len(models) / per_page)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     written = []
     for k in range(pages):
-        sheet = contact_sheet(models[k * per_page:(k + 1) * per_page], size)
+        page = slice(k * per_page, (k + 1) * per_page)
+        sheet = contact_sheet(models[page], size, notes=notes[page])
         path = out if pages == 1 else out.with_name(f"{out.stem}_{k + 1}{out.suffix}")
         cv2.imwrite(str(path), sheet, [cv2.IMWRITE_JPEG_QUALITY, quality])
         written.append(path)
