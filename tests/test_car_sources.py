@@ -164,3 +164,15 @@ def test_render_job_records_source_and_licence(cars_more, tmp_path):
     assert records["beetle"]["origin"].startswith("decisionforce/pgdrive@2ba6cac2")
     assert "CC0" in records["kenney_van"]["licence"]
     assert split["collections"] == {"kenney": 5, "pgdrive": 2}
+
+
+def test_contact_sheet_has_one_row_of_8_views_per_model(cars_more, tmp_path):
+    import cv2
+
+    from training.cars.sheet import write_sheets
+
+    (path,) = write_sheets(cars_more / "gazebo", tmp_path / "gazebo.jpg", size=64)
+    sheet = cv2.imread(str(path))
+    assert sheet.shape == (4 * 64, 8 * 64, 3)  # the excluded ambulance is shown too (marked LEFT OUT)
+    tiles = sheet.reshape(4, 64, 8, 64, 3)
+    assert all(tiles[r, :, c].std() > 5 for r in range(4) for c in range(8))  # every view shows a car
