@@ -115,7 +115,8 @@ def sample_look(rng: np.random.Generator, paint_rgb: tuple[float, float, float] 
 @dataclass(frozen=True)
 class RoleRules:
     """Geometric thresholds of :func:`assign_face_roles`, as fractions of the car's height (H),
-    length (L) and width (W). Chosen by looking at ApolloCar3D sedans, SUVs and vans."""
+    length (L) and width (W). Chosen by looking at role-coloured renders of ApolloCar3D sedans, SUVs
+    and vans (front, rear and three-quarter views) next to nuScenes photos."""
 
     belt: float = 0.63  # window band starts above this height (fraction of H)
     roof_normal_z: float = 0.93  # faces above the belt with |n_z| above this are roof/hood, not glass
@@ -124,10 +125,19 @@ class RoleRules:
     wheel_radius: tuple[float, float, float] = (0.2, 0.03, 0.42)  # r = a*H + b, at most c (metres)
     tyre_outer: float = 0.35  # tyre faces lie within this many metres of the body side
     rim_fraction: float = 0.62  # inside this fraction of r, side-facing faces are rim
-    light_band: tuple[float, float] = (0.36, 0.58)  # head/tail light height band (fraction of H)
-    light_depth: float = 0.3  # lights lie within this many metres of the front/rear end
-    light_side: float = 0.2  # lights lie outside |y| < light_side * W (the grille / plate is between)
+    end_depth: float = 0.3  # lamps, grille and intake lie within this many metres of the front/rear end
+    end_normal: float = 0.5  # ... on faces whose normal points forward/backward: |n_x| above this
+    head_lamp: tuple[float, float, float, float] = (0.25, 0.48, 0.15, 0.0)  # |y|/W from, to; z: top-h, top-gap
+    tail_lamp: tuple[float, float, float, float] = (0.28, 0.48, 0.14, 0.02)  # same, below the belt line
+    grille: tuple[float, float, float] = (0.2, 0.17, 0.035)  # |y|/W below; z from top-h to top-gap (H)
+    intake: tuple[float, float, float] = (0.3, 0.14, 0.24)  # |y|/W below; z between (fraction of H)
     sill: float = 0.1  # faces below this fraction of H (not tyres) are black under-body/sill trim
+    inside: float = 0.65  # a face takes a region's role only if this share of its area lies inside
+
+
+#: Barycentric sample points (a 4x4 triangular grid, 15 points) used to measure how much of a
+#: face lies inside a region; the 3 corners count, so a face far bigger than the region never fits.
+_BARY = np.array([(i, j, 4 - i - j) for i in range(5) for j in range(5 - i)], float) / 4.0
 
 
 def _wheel_centres(verts: np.ndarray, L: float, H: float, r: float) -> np.ndarray:
@@ -141,6 +151,19 @@ def _wheel_centres(verts: np.ndarray, L: float, H: float, r: float) -> np.ndarra
     return np.array(out)
 
 
+def _share_inside(pts: np.ndarray, y: tuple[float, float], z: tuple[float, float]) -> np.ndarray:
+    """Share of each face's sample points (faces x samples x 3) with lo <= |y| < hi and lo <= z < hi."""
+    ay = np.abs(pts[..., 1])
+    inside = (ay >= y[0]) & (ay < y[1]) & (pts[..., 2] >= z[0]) & (pts[..., 2] < z[1])
+    return inside.mean(axis=1)
+
+
+def _end_top(z: np.ndarray, facing: np.ndarray, H: float, default: float) -> float:
+    """Height of the top edge of the front (or rear) face: the 97th percentile height of the faces
+    that look forward (backward) near that end, i.e. the hood (trunk lid) edge the lamps sit under."""
+    return float(np.percentile(z[facing], 97)) if facing.sum() >= 10 else default * H
+
+
 def assign_face_roles(mesh: trimesh.Trimesh, rules: RoleRules | None = None) -> np.ndarray:
     """Role name per face of a one-piece car mesh in the car frame (+X front, +Z up, wheels on
     z = 0, centred in X and Y): 'glass', 'tyre', 'rim', 'light_front', 'light_rear', 'trim' or
@@ -149,10 +172,16 @@ def assign_face_roles(mesh: trimesh.Trimesh, rules: RoleRules | None = None) -> 
     - tyre: within the wheel radius of a wheel centre (side view) and near the body side;
       rim: the inner part of that disc on faces that look sideways;
     - glass: above the belt line, below the roof, normals not close to vertical;
-    - light_front / light_rear: the outer parts of the front / rear end in the light band, facing
-      forward / backward; the part between them (grille) is trim;
-    - trim: everything below the sill height that is not a tyre;
+    - light_front / light_rear: two compact boxes near the outer corners of the front / rear face,
+      just under its top edge (hood edge at the front, belt line at the rear), on faces that look
+      forward / backward;
+    - trim: the grille (a box between the head lamps), the lower intake across the front bumper,
+      and everything below the sill height that is not a tyre;
     - paint: the rest.
+
+    Lamp, grille, intake and sill regions are boxes in (|y|, z); a face takes the role only when
+    ``rules.inside`` of its area lies in the box (big triangles that straddle a boundary stay paint
+    instead of poking out as spikes), so the parts are clean shapes and left/right symmetric.
     """
     rules = rules or RoleRules()
     lo, hi = mesh.bounds
@@ -160,6 +189,7 @@ def assign_face_roles(mesh: trimesh.Trimesh, rules: RoleRules | None = None) -> 
     c = mesh.triangles_center
     n = mesh.face_normals
     z = c[:, 2] - lo[2]
+    pts = np.einsum("kj,fjd->fkd", _BARY, mesh.triangles) - [0, 0, lo[2]]  # faces x samples x xyz
     roles = np.full(len(c), "paint", dtype=object)
 
     a, b, cap = rules.wheel_radius
@@ -172,14 +202,25 @@ def assign_face_roles(mesh: trimesh.Trimesh, rules: RoleRules | None = None) -> 
 
     glass = ((z > rules.belt * H) & (z < (1 - rules.roof_margin) * H) & (np.abs(n[:, 2]) < rules.roof_normal_z)
              & (np.abs(c[:, 1]) < W / 2 * (1 - rules.glass_inset)))
-    band = (z > rules.light_band[0] * H) & (z < rules.light_band[1] * H)
-    side = np.abs(c[:, 1]) > rules.light_side * W
-    front_end = c[:, 0] > hi[0] - rules.light_depth
-    rear_end = c[:, 0] < lo[0] + rules.light_depth
-    light_front = band & side & front_end & (n[:, 0] > 0.3)
-    light_rear = band & side & rear_end & (n[:, 0] < -0.3)
-    grille = band & ~side & front_end & (n[:, 0] > 0.5) & (z < (rules.light_band[0] + rules.light_band[1]) / 2 * H)
-    trim = (z < rules.sill * H) | grille
+
+    front = (c[:, 0] > hi[0] - rules.end_depth) & (n[:, 0] > rules.end_normal)
+    rear = (c[:, 0] < lo[0] + rules.end_depth) & (n[:, 0] < -rules.end_normal)
+    top_f = _end_top(z, front & (z < rules.belt * H), H, 0.55)
+    top_r = rules.belt * H
+    k = rules.inside
+
+    def lamp(box: tuple[float, float, float, float], top: float) -> np.ndarray:
+        y0, y1, h, gap = box
+        return _share_inside(pts, (y0 * W, y1 * W), (top - h * H, top - gap * H)) >= k
+
+    light_front = front & lamp(rules.head_lamp, top_f)
+    light_rear = rear & lamp(rules.tail_lamp, top_r)
+    gy, gh, ggap = rules.grille
+    grille = front & (_share_inside(pts, (0.0, gy * W), (top_f - gh * H, top_f - ggap * H)) >= k)
+    iy, iz0, iz1 = rules.intake
+    intake = front & (_share_inside(pts, (0.0, iy * W), (iz0 * H, iz1 * H)) >= k)
+    sill = (pts[..., 2] < rules.sill * H).mean(axis=1) >= k
+    trim = sill | grille | intake
 
     roles[trim] = "trim"
     roles[glass] = "glass"
