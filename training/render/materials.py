@@ -128,7 +128,7 @@ class RoleRules:
     end_depth: float = 0.3  # lamps, grille and intake lie within this many metres of the front/rear end
     end_normal: float = 0.5  # ... on faces whose normal points forward/backward: |n_x| above this
     head_lamp: tuple[float, float, float, float] = (0.25, 0.48, 0.15, 0.0)  # |y|/W from, to; z: top-h, top-gap
-    tail_lamp: tuple[float, float, float, float] = (0.28, 0.48, 0.14, 0.02)  # same, below the belt line
+    tail_lamp: tuple[float, float, float, float] = (0.27, 0.48, 0.16, 0.0)  # same, under the trunk lid edge
     grille: tuple[float, float, float] = (0.2, 0.17, 0.035)  # |y|/W below; z from top-h to top-gap (H)
     intake: tuple[float, float, float] = (0.3, 0.14, 0.24)  # |y|/W below; z between (fraction of H)
     sill: float = 0.1  # faces below this fraction of H (not tyres) are black under-body/sill trim
@@ -206,7 +206,7 @@ def assign_face_roles(mesh: trimesh.Trimesh, rules: RoleRules | None = None) -> 
     front = (c[:, 0] > hi[0] - rules.end_depth) & (n[:, 0] > rules.end_normal)
     rear = (c[:, 0] < lo[0] + rules.end_depth) & (n[:, 0] < -rules.end_normal)
     top_f = _end_top(z, front & (z < rules.belt * H), H, 0.55)
-    top_r = rules.belt * H
+    top_r = _end_top(z, rear & (z < rules.belt * H), H, rules.belt)
     k = rules.inside
 
     def lamp(box: tuple[float, float, float, float], top: float) -> np.ndarray:
