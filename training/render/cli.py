@@ -2,6 +2,7 @@
 
     carpose-render crops   --out data/train.h5 --count 50000 --models ../shared/cars --workers 2
     carpose-render scenes  --out data/scenes.h5 --count 500
+    carpose-render crops   --out /shared/train.h5 --count 1000000 --ray    # on a Ray cluster
     carpose-render preview data/train.h5 --out data/train_preview.png
     carpose-render info    data/train.h5
     carpose-render export  data/scenes.h5 --yolo data/yolo --kitti data/kitti
@@ -39,6 +40,10 @@ def _add_job_args(p: argparse.ArgumentParser, default_count: int) -> None:
                    help="the old look: flat paint only, studio key/fill lights, no shadows")
     p.add_argument("--no-interference", action="store_true", help="no occluders, blur, noise, jitter, JPEG")
     p.add_argument("--workers", type=int, default=1)
+    p.add_argument("--ray", nargs="?", const="auto", default=None, metavar="ADDRESS",
+                   help="render the blocks as Ray tasks: on the cluster this node joined with `ray start` "
+                        "(no ADDRESS, or 'auto'), at HOST:PORT, or on a private local cluster of --workers "
+                        "CPUs ('local'); see docs/scaling.md")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--block-size", type=int, default=64)
     p.add_argument("--overwrite", action="store_true", help="replace an existing output and its parts")
@@ -64,7 +69,7 @@ def _job(args: argparse.Namespace, kind: str) -> int:
     scfg = SceneConfig(width=args.width, height=args.height, max_cars=args.max_cars) if kind == "scenes" else None
     out = run_job(kind, args.out, args.count, spec, cfg, scfg=scfg, backgrounds=args.backgrounds,
                   seed=args.seed, workers=args.workers, block_size=args.block_size,
-                  overwrite=args.overwrite, progress=not args.quiet)
+                  overwrite=args.overwrite, progress=not args.quiet, ray=args.ray)
     print(summary(out))
     return 0
 

@@ -144,6 +144,14 @@ def _init_worker(kind: str, spec: ModelSpec, cfg: RenderConfig, scfg: SceneConfi
 
 
 def _render_block(b: int) -> int:
+    """Render block ``b`` and save it under ``<out>.parts`` (the local worker path)."""
+    arrays = _block_arrays(b)
+    _W["store"].save_block(b, arrays)
+    return len(arrays[FRAME_PREFIX + "images"])
+
+
+def _block_arrays(b: int) -> dict:
+    """Render block ``b`` with this process's renderer: the arrays of one ``.npz`` part."""
     import numpy as np
 
     from training.render.crops import make_crop
@@ -168,19 +176,20 @@ def _render_block(b: int) -> int:
                   CAR_PREFIX + "frame": np.repeat(np.arange(len(scenes), dtype=np.int64), counts)}
         for k in scenes[0].cars:
             arrays[CAR_PREFIX + k] = np.concatenate([s.cars[k] for s in scenes])
-    store.save_block(b, arrays)
-    return len(rows)
+    return arrays
 
 
 # ---------------------------------------------------------------- driver
 def run_job(kind: str, out: str | Path, count: int, spec: ModelSpec, cfg: RenderConfig,
             scfg: SceneConfig | None = None, backgrounds: str | None = None, seed: int = 0,
             workers: int = 1, block_size: int = 64, overwrite: bool = False, progress: bool = True,
-            on_block: Callable[[int], None] | None = None) -> Path:
+            on_block: Callable[[int], None] | None = None, ray: str | None = None) -> Path:
     """Render ``count`` samples of ``kind`` ('crops' or 'scenes') into the HDF5 file ``out``.
 
     Re-running the same command after an interruption resumes where it stopped. ``on_block`` is
     called with the sample count of every finished block (benchmarks time the steady state with it).
+    ``ray``: render the blocks as Ray tasks on the cluster at this address ('auto', 'HOST:PORT', or
+    'local' for a private one-machine cluster of ``workers`` CPUs); see training.render.ray_jobs.
     """
     if kind not in ("crops", "scenes"):
         raise ValueError(f"kind must be 'crops' or 'scenes', got {kind!r}")
@@ -203,24 +212,29 @@ def run_job(kind: str, out: str | Path, count: int, spec: ModelSpec, cfg: Render
     bar = tqdm(total=count, initial=done, unit=kind[:-1], desc=f"render {kind}", disable=not progress,
                dynamic_ncols=True)
     args = (kind, spec, cfg, scfg, backgrounds, seed, store)
+
+    def finished(n: int) -> None:
+        bar.update(n)
+        if on_block:
+            on_block(n)
+
     try:
-        if workers <= 1:
+        if ray is not None:
+            from training.render.ray_jobs import run_blocks_on_ray
+
+            run_blocks_on_ray(ray, args, todo, finished, num_cpus=workers if workers > 1 else None)
+        elif workers <= 1:
             _init_worker(*args)
             for b in todo:
-                n = _render_block(b)
-                bar.update(n)
-                if on_block:
-                    on_block(n)
+                finished(_render_block(b))
         else:
             ctx = mp.get_context("spawn")  # fresh processes: no EGL state inherited by fork
             with ctx.Pool(workers, initializer=_init_worker, initargs=args) as pool:
                 for n in pool.imap_unordered(_render_block, todo):
-                    bar.update(n)
-                    if on_block:
-                        on_block(n)
+                    finished(n)
     finally:
         bar.close()
-        if workers <= 1 and "renderer" in _W:
+        if ray is None and workers <= 1 and "renderer" in _W:
             _W.pop("renderer").close()
     attrs = {"kind": kind, "convention_version": CONVENTION_VERSION, "seed": seed,
              "render_config": cfg.to_json(), "models": model_records(models), "split": split,
