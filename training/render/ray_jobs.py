@@ -46,7 +46,7 @@ def connect(address: str, num_cpus: int | None = None) -> bool:
     return True
 
 
-def _task(args: tuple, b: int, job_key: str, token: str) -> tuple[int, dict | None]:
+def render_block_task(args: tuple, b: int, job_key: str, token: str) -> tuple[int, dict | None]:
     """One block on a Ray worker: (rows, None) when saved into the shared parts folder, else
     (rows, arrays) for the driver to save."""
     os.environ.setdefault("PYOPENGL_PLATFORM", "egl")  # before pyrender is first imported here
@@ -85,7 +85,7 @@ def run_blocks_on_ray(address: str, args: tuple, todo: list[int], finished: Call
     token_path = store.parts / TOKEN_FILE
     token_path.write_text(token)
     job_key = f"{store.parts.resolve()}:{token}"
-    remote = ray.remote(num_cpus=1, max_retries=MAX_RETRIES, retry_exceptions=True)(_task)
+    remote = ray.remote(num_cpus=1, max_retries=MAX_RETRIES, retry_exceptions=True)(render_block_task)
     args_ref = ray.put(args)
     queue = list(todo)
     pending: dict = {}
