@@ -156,3 +156,26 @@ def test_photometric_ops_keep_shape_and_dtype():
     before = img.copy()
     apply_photometric(img, rng, InterferenceConfig())
     np.testing.assert_array_equal(img, before)  # input untouched
+
+
+@pytest.mark.skipif(not APOLLO.exists(), reason="../shared ApolloCar3D meshes absent")
+def test_lamps_are_compact_corner_parts_and_symmetric():
+    """Head/tail lamps cover a small share of the front/rear view, sit near the corners, on both
+    sides alike; no lamp or trim face is a big triangle poking out of its region. The old rules
+    (outer 60 % of the width over 0.36-0.58 H) labelled ~10 % of the view as lamp per end."""
+    mesh = _apollo_car().parts[0].mesh
+    roles = assign_face_roles(mesh)
+    (_, W, H), c, n, a = mesh.extents, mesh.triangles_center, mesh.face_normals, mesh.area_faces
+    edge = np.linalg.norm(mesh.triangles - np.roll(mesh.triangles, 1, axis=1), axis=2).max(axis=1)
+    for role in ("light_front", "light_rear"):
+        m = roles == role
+        projected = float((a * np.abs(n[:, 0]))[m].sum()) / (W * H)  # share of the W x H end view
+        assert 0.008 < projected < 0.04, (role, projected)
+        assert np.all(np.abs(c[m, 1]) > 0.25 * W), role  # near the corners, not across the middle
+        left, right = a[m & (c[:, 1] > 0)].sum(), a[m & (c[:, 1] < 0)].sum()
+        assert min(left, right) / max(left, right) > 0.7, (role, left, right)
+        assert np.all(np.abs(n[m, 0]) > 0.5), role  # they look forward / backward
+        assert edge[m].max() < 0.25 * H, role  # no big spiky triangle
+    grille = (roles == "trim") & (c[:, 2] > 0.1 * H)  # grille and intake: flat bands, no tall spikes
+    tz = mesh.triangles[grille][:, :, 2]
+    assert np.all(tz.max(axis=1) - tz.min(axis=1) < 0.2 * H)
