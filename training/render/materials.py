@@ -164,6 +164,16 @@ def _end_top(z: np.ndarray, facing: np.ndarray, H: float, default: float) -> flo
     return float(np.percentile(z[facing], 97)) if facing.sum() >= 10 else default * H
 
 
+def _drop_loners(mesh: trimesh.Trimesh, region: np.ndarray) -> np.ndarray:
+    """``region`` without the faces that share no edge with another face of it: on coarse meshes a
+    flat grille is a fan of long triangles, and every other one (apex down) fits the box, leaving a
+    row of black 'teeth'; a lone triangle is such a tooth or a spike, not a part, so it stays paint."""
+    pairs = mesh.face_adjacency
+    both = region[pairs[:, 0]] & region[pairs[:, 1]]
+    linked = np.bincount(pairs[both].ravel(), minlength=len(region)) > 0
+    return region & linked
+
+
 def assign_face_roles(mesh: trimesh.Trimesh, rules: RoleRules | None = None) -> np.ndarray:
     """Role name per face of a one-piece car mesh in the car frame (+X front, +Z up, wheels on
     z = 0, centred in X and Y): 'glass', 'tyre', 'rim', 'light_front', 'light_rear', 'trim' or
@@ -181,7 +191,8 @@ def assign_face_roles(mesh: trimesh.Trimesh, rules: RoleRules | None = None) -> 
 
     Lamp, grille, intake and sill regions are boxes in (|y|, z); a face takes the role only when
     ``rules.inside`` of its area lies in the box (big triangles that straddle a boundary stay paint
-    instead of poking out as spikes), so the parts are clean shapes and left/right symmetric.
+    instead of poking out as spikes) and it shares an edge with another face of the same box (no
+    lone 'teeth'), so the parts are clean shapes and left/right symmetric.
     """
     rules = rules or RoleRules()
     lo, hi = mesh.bounds
@@ -213,14 +224,14 @@ def assign_face_roles(mesh: trimesh.Trimesh, rules: RoleRules | None = None) -> 
         y0, y1, h, gap = box
         return _share_inside(pts, (y0 * W, y1 * W), (top - h * H, top - gap * H)) >= k
 
-    light_front = front & lamp(rules.head_lamp, top_f)
-    light_rear = rear & lamp(rules.tail_lamp, top_r)
+    light_front = _drop_loners(mesh, front & lamp(rules.head_lamp, top_f))
+    light_rear = _drop_loners(mesh, rear & lamp(rules.tail_lamp, top_r))
     gy, gh, ggap = rules.grille
     grille = front & (_share_inside(pts, (0.0, gy * W), (top_f - gh * H, top_f - ggap * H)) >= k)
     iy, iz0, iz1 = rules.intake
     intake = front & (_share_inside(pts, (0.0, iy * W), (iz0 * H, iz1 * H)) >= k)
     sill = (pts[..., 2] < rules.sill * H).mean(axis=1) >= k
-    trim = sill | grille | intake
+    trim = sill | _drop_loners(mesh, grille) | _drop_loners(mesh, intake)
 
     roles[trim] = "trim"
     roles[glass] = "glass"
