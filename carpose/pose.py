@@ -127,11 +127,28 @@ def open_backend(path: str | Path, backend: str = "auto", device: str = "auto"):
     return TensorRTPoseBackend(p)
 
 
+def mirror_bins(probs: np.ndarray) -> np.ndarray:
+    """Bin probabilities of the mirror image: azimuth a -> 360 - a (``convention.flip_azimuth``).
+
+    Bin 0 is centred on 0 deg, so bin i (centre i*w) maps to bin (K - i) mod K: 0 stays, 90 <-> 270.
+    """
+    k = probs.shape[1]
+    return probs[:, (-np.arange(k)) % k]
+
+
 class PoseEstimator:
     """Crops -> azimuths. ``predict`` takes RGB uint8 crops (N, S, S, 3) already cut with
-    :attr:`crop_spec`; ``predict_boxes`` cuts them from a BGR frame itself."""
+    :attr:`crop_spec`; ``predict_boxes`` cuts them from a BGR frame itself.
 
-    def __init__(self, model_path: str | Path, backend: str = "auto", device: str = "auto") -> None:
+    ``mirror_tta``: also run every crop's mirror image (one batch of 2N) and average its bin
+    probabilities, mirrored back, with the crop's own. A front/rear or left/right confusion that the
+    network makes on one view but not on the other is outvoted; it costs one network pass per crop.
+    ``None`` (the default) follows the model: its metadata ``mirror_tta`` (set at export when the
+    model was chosen with it), else off.
+    """
+
+    def __init__(self, model_path: str | Path, backend: str = "auto", device: str = "auto",
+                 mirror_tta: bool | None = None) -> None:
         self.model_path = Path(model_path)
         self.backend = open_backend(model_path, backend, device)
         self.metadata = check_metadata(self.backend.metadata, str(model_path))
@@ -142,6 +159,7 @@ class PoseEstimator:
         if self.crop_spec.size != self.input_size:
             raise PoseModelError(f"{model_path}: crop size {self.crop_spec.size} != input size {self.input_size}")
         self.half_window = int(self.metadata.get("decode_half_window", DEFAULT_DECODE_HALF_WINDOW))
+        self.mirror_tta = bool(self.metadata.get("mirror_tta", False) if mirror_tta is None else mirror_tta)
 
     @property
     def backend_name(self) -> str:
@@ -156,11 +174,16 @@ class PoseEstimator:
             raise ValueError(f"pose model wants uint8 RGB crops (N, {s}, {s}, 3), got {crops.dtype} {crops.shape}")
         if len(crops) == 0:
             return PosePrediction(np.zeros(0), np.zeros(0), np.zeros((0, self.bins), np.float32))
+        n = len(crops)
+        if self.mirror_tta:
+            crops = np.concatenate([crops, crops[:, :, ::-1]])
         batch = np.ascontiguousarray(crops.transpose(0, 3, 1, 2), dtype=np.float32)
         probs = np.asarray(self.backend.infer(batch), dtype=np.float32)
         if probs.shape != (len(crops), self.bins) or not np.all(np.isfinite(probs)):
             raise PoseModelError(f"{self.model_path}: backend returned {probs.shape} (finite: "
                                  f"{bool(np.all(np.isfinite(probs)))}), expected ({len(crops)}, {self.bins})")
+        if self.mirror_tta:
+            probs = 0.5 * (probs[:n] + mirror_bins(probs[n:]))
         az, conf = decode(probs, self.half_window)
         return PosePrediction(az, conf, probs)
 

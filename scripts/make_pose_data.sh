@@ -1,29 +1,36 @@
 #!/usr/bin/env bash
 # Render the pose CNN's training and evaluation data (the shipped model's recipe, models/README.md).
-# Car models are split by name into train and held-out sets; the "random" files show the *training*
-# cars again from new viewpoints (the seed project's random split). Meshes and procedural cars go to
-# separate files so training can weight them (3 ShapeNet meshes would be 2 % of a mixed file).
-# Scale with COUNT (default 24000 training crops); resumable: run it again after an interruption.
+# Realistic renders (PBR paint mix, sun/sky/shadows, road-camera geometry, docs/realism.md) of every
+# mesh source (../shared/cars + ../shared/cars_more, docs/car_sources.md) and of procedural cars,
+# on real road photos with their labelled cars cut away (--background-labels) plus procedural
+# backgrounds. Car models are split by name into train and held-out sets (whole models from every
+# source); the "random" files show the *training* cars again from new viewpoints. Meshes and
+# procedural cars go to separate files so training can weight them.
+# Scale with COUNT (default 36000 training crops); resumable: run it again after an interruption.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/env.sh
 OUT=${OUT:-data/pose}
-COUNT=${COUNT:-24000}
+COUNT=${COUNT:-36000}
 WORKERS=${WORKERS:-2}
 SHARED=${CARPOSE_SHARED:-../shared}
+LABELS=data/real/nuscenes_front/label_2
 mkdir -p "$OUT"
 bg=()
-[ -d "$SHARED/real/nuscenes_front/image_2" ] && bg=(--backgrounds "$SHARED/real/nuscenes_front/image_2")
+[ -d "$SHARED/real/nuscenes_front/image_2" ] && bg=(--backgrounds "$SHARED/real/nuscenes_front/image_2"
+  --background-labels "$LABELS")
 r() { carpose-render crops --workers "$WORKERS" --quiet "${bg[@]}" "$@"; }
-test_n=$((COUNT / 16))
-if [ -d "$SHARED/cars" ]; then
-  mesh=(--models "$SHARED/cars" --procedural 0)
-  r --out "$OUT/train_mesh.h5"   "${mesh[@]}" --split train   --count $((COUNT / 3)) --seed 10
+test_n=$((COUNT / 24))
+models=()
+for d in "$SHARED/cars" "$SHARED/cars_more"; do [ -d "$d" ] && models+=(--models "$d"); done
+if [ ${#models[@]} -gt 0 ]; then
+  mesh=("${models[@]}" --procedural 0)
+  r --out "$OUT/train_mesh.h5"   "${mesh[@]}" --split train   --count $((COUNT * 2 / 3)) --seed 10
   r --out "$OUT/heldout_mesh.h5" "${mesh[@]}" --split heldout --count "$test_n" --seed 11
   r --out "$OUT/random_mesh.h5"  "${mesh[@]}" --split train   --count "$test_n" --seed 12
-  proc_n=$((COUNT - COUNT / 3))
+  proc_n=$((COUNT - COUNT * 2 / 3))
 else
-  echo "[make_pose_data] no $SHARED/cars: procedural cars only"
+  echo "[make_pose_data] no meshes in $SHARED: procedural cars only"
   proc_n=$COUNT
 fi
 proc=(--procedural 200)

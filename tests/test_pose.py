@@ -188,7 +188,8 @@ def test_kitti_labels_from_rendered_scenes_give_the_rendered_azimuths(pose_scene
 
     export_kitti(pose_scenes, tmp_path / "kitti")
     est = PoseEstimator(pose_run / "best.pt")
-    kc = kitti_crops(tmp_path / "kitti", est, min_height=0, max_truncation=1.0, max_occlusion=3, progress=False)
+    kc = kitti_crops(tmp_path / "kitti", est.crop_spec, min_height=0, max_truncation=1.0, max_occlusion=3,
+                     progress=False)
     crops, az = kc.crops, kc.azimuth_deg
     assert kc.sure.all() and len(kc.refs) == len(az)  # exported labels have 15 fields: sure
     with CarposeDataset(pose_scenes) as ds:

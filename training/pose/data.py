@@ -43,10 +43,28 @@ class AugmentConfig:
     jitter_prob: float = 0.7
     jitter_shift: float = 0.06  # of the crop side
     jitter_scale: float = 0.10
+    blur_sigma: float = 1.5  # largest Gaussian blur sigma (px)
+    erase_prob: float = 0.0  # random erasing: 1-2 rectangles of noise or a flat colour
+    erase_max_area: float = 0.2  # of the crop, per rectangle
 
     @classmethod
     def none(cls) -> AugmentConfig:
         return cls(flip_prob=0, color_prob=0, gray_prob=0, blur_prob=0, noise_prob=0, jitter_prob=0)
+
+    @classmethod
+    def strong(cls) -> AugmentConfig:
+        """Wider photometric ranges, heavier blur/noise/box jitter, random erasing: real cameras differ
+        from the renderer in exposure, colour, sharpness and what hides part of a car."""
+        return cls(brightness=0.5, contrast=0.5, saturation=0.7, hue_deg=20.0, gray_prob=0.15,
+                   blur_prob=0.4, blur_sigma=2.5, noise_prob=0.5, noise_sigma=12.0, jitter_prob=0.9,
+                   jitter_shift=0.1, jitter_scale=0.2, erase_prob=0.5)
+
+    @classmethod
+    def named(cls, name: str) -> AugmentConfig:
+        presets = {"default": cls, "strong": cls.strong, "none": cls.none}
+        if name not in presets:
+            raise ValueError(f"unknown augmentation {name!r}; choose one of {sorted(presets)}")
+        return presets[name]()
 
 
 def augment(img: np.ndarray, az: float, rng: np.random.Generator, cfg: AugmentConfig,
@@ -80,10 +98,28 @@ def augment(img: np.ndarray, az: float, rng: np.random.Generator, cfg: AugmentCo
     if rng.uniform() < cfg.gray_prob:
         f[:] = f.mean(axis=2, keepdims=True)
     if rng.uniform() < cfg.blur_prob:
-        f = cv2.GaussianBlur(f, (0, 0), rng.uniform(0.4, 1.5))
+        f = cv2.GaussianBlur(f, (0, 0), rng.uniform(0.4, cfg.blur_sigma))
     if rng.uniform() < cfg.noise_prob:
         f += rng.normal(0.0, rng.uniform(1.0, cfg.noise_sigma), f.shape).astype(np.float32)
+    if rng.uniform() < cfg.erase_prob:
+        random_erase(f, rng, cfg.erase_max_area)
     return np.clip(f, 0, 255).astype(np.uint8), az
+
+
+def random_erase(f: np.ndarray, rng: np.random.Generator, max_area: float) -> None:
+    """Paint 1-2 random rectangles (2 %..max_area of the crop each, any aspect) with noise or one
+    colour, in place: a pole, a pedestrian or another car hiding part of the car; the label stays."""
+    s = f.shape[0]
+    for _ in range(int(rng.integers(1, 3))):
+        area = rng.uniform(0.02, max_area) * s * s
+        aspect = math.exp(rng.uniform(math.log(0.3), math.log(3.3)))
+        h = int(min(s, round(math.sqrt(area * aspect))))
+        w = int(min(s, round(math.sqrt(area / aspect))))
+        y, x = int(rng.integers(0, s - h + 1)), int(rng.integers(0, s - w + 1))
+        if rng.uniform() < 0.5:
+            f[y:y + h, x:x + w] = rng.uniform(0, 255, 3).astype(np.float32)
+        else:
+            f[y:y + h, x:x + w] = rng.uniform(0, 255, (h, w, 3)).astype(np.float32)
 
 
 class CropStream(IterableDataset):

@@ -28,6 +28,7 @@ import numpy as np
 from tqdm import tqdm
 
 from carpose.azimuth_report import DEFAULT_MIN_HEIGHT, azimuth_summary, format_azimuth_summary
+from carpose.crop import CropSpec, crop_box
 from carpose.error_sheet import ErrorCase, save_worst_errors_sheet
 from carpose.kitti import kitti_pairs, parse_kitti_label
 from carpose.pose import PoseEstimator
@@ -56,10 +57,11 @@ class KittiCrops:
                           self.skipped)
 
 
-def kitti_crops(root: str | Path, est: PoseEstimator, types: tuple[str, ...] = ("Car",), min_height: float = 20.0,
+def kitti_crops(root: str | Path, spec: CropSpec, types: tuple[str, ...] = ("Car",), min_height: float = 20.0,
                 max_truncation: float = 0.5, max_occlusion: int = 2, progress: bool = True,
                 images: str | Path | None = None) -> KittiCrops:
-    """Crops of the labelled cars (the KITTI 'moderate' filter by default) and their azimuths."""
+    """RGB crops of the labelled cars (the KITTI 'moderate' filter by default), cut as the runtime cuts
+    detector boxes (``spec``: the model's ``PoseEstimator.crop_spec``), and their azimuths."""
     crops, az, sure, height, refs = [], [], [], [], []
     skipped = {"type": 0, "small": 0, "truncated": 0, "occluded": 0, "unreadable": 0}
     for img_path, lab_path in tqdm(kitti_pairs(root, images), desc="kitti", disable=not progress, leave=False):
@@ -83,12 +85,12 @@ def kitti_crops(root: str | Path, est: PoseEstimator, types: tuple[str, ...] = (
                 if img is None:
                     skipped["unreadable"] += 1
                     break
-            crops.append(est.crop(img, o.box_xyxy))
+            crops.append(crop_box(img, o.box_xyxy, spec)[:, :, ::-1])
             az.append(o.azimuth_deg)
             sure.append(o.sure)
             height.append(o.height_px)
             refs.append((img_path, k, o.box_xyxy))
-    s = est.input_size
+    s = spec.size
     return KittiCrops(np.stack(crops) if crops else np.zeros((0, s, s, 3), np.uint8), np.asarray(az, np.float64),
                       np.asarray(sure, bool), np.asarray(height, np.float64), refs, skipped)
 
@@ -116,14 +118,16 @@ def predict_all(est: PoseEstimator, crops: np.ndarray, batch: int = 64, progress
 def evaluate(model: str | Path, data: str | Path, backend: str = "auto", device: str = "auto",
              limit: int | None = None, kitti_types: tuple[str, ...] = ("Car",), progress: bool = True,
              images: str | Path | None = None, min_height: float = 20.0, max_truncation: float = 0.5,
-             max_occlusion: int = 2, tall_px: float = DEFAULT_MIN_HEIGHT) -> dict:
+             max_occlusion: int = 2, tall_px: float = DEFAULT_MIN_HEIGHT, mirror_tta: bool | None = None) -> dict:
     """Metrics of ``model`` on one HDF5 file or KITTI folder. For KITTI folders also the subset x
-    sector summary (``metrics["subsets"]``) and the scored cars as ``ErrorCase``s (``cases``)."""
-    est = PoseEstimator(model, backend=backend, device=device)
+    sector summary (``metrics["subsets"]``) and the scored cars as ``ErrorCase``s (``cases``).
+    ``mirror_tta``: None follows the model's metadata (``PoseEstimator``)."""
+    est = PoseEstimator(model, backend=backend, device=device, mirror_tta=mirror_tta)
     d = Path(data)
     kc = None
     if d.is_dir():
-        kc = kitti_crops(d, est, kitti_types, min_height, max_truncation, max_occlusion, progress, images).limit(limit)
+        kc = kitti_crops(d, est.crop_spec, kitti_types, min_height, max_truncation, max_occlusion, progress,
+                         images).limit(limit)
         crops, true, skipped = kc.crops, kc.azimuth_deg, kc.skipped
     else:
         if d.exists():
@@ -134,7 +138,7 @@ def evaluate(model: str | Path, data: str | Path, backend: str = "auto", device:
         skipped = {}
     pred, conf = predict_all(est, crops, progress=progress)
     m = azimuth_metrics(pred, true, conf) if len(pred) else {"n": 0}
-    m.update(model=str(model), data=str(data), backend=est.backend_name, skipped=skipped)
+    m.update(model=str(model), data=str(data), backend=est.backend_name, skipped=skipped, mirror_tta=est.mirror_tta)
     out = {"metrics": m, "pred": pred, "true": true, "conf": conf, "cases": []}
     if kc is not None:
         from carpose.convention import angular_error
@@ -166,6 +170,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--tall", type=float, default=DEFAULT_MIN_HEIGHT,
                    help="KITTI: the extra subsets of cars at least this tall (px)")
     p.add_argument("--worst", type=int, default=24, help="KITTI: cars on the worst-errors sheet")
+    p.add_argument("--mirror-tta", action=argparse.BooleanOptionalAction, default=None,
+                   help="average each crop with its mirror image (default: as the model's metadata says)")
     p.add_argument("--quiet", action="store_true")
     args = p.parse_args(argv)
     results = {}
@@ -175,7 +181,7 @@ def main(argv: list[str] | None = None) -> int:
         for d in args.data:
             r = evaluate(args.model, d, args.backend, args.device, args.limit,
                          tuple(args.kitti_types.split(",")), not args.quiet, args.images, args.min_height,
-                         args.max_truncation, args.max_occlusion, args.tall)
+                         args.max_truncation, args.max_occlusion, args.tall, args.mirror_tta)
             m = r["metrics"]
             name = Path(d).stem if Path(d).is_file() else Path(d).name
             results[name] = m

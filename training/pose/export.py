@@ -29,10 +29,11 @@ OPSET = 17
 PARITY_TOL = 1e-4
 
 
-def export_onnx(ckpt_path: str | Path, out: str | Path, opset: int = OPSET) -> Path:
-    """Write the ONNX file (atomically) and return its path."""
+def export_onnx(ckpt_path: str | Path, out: str | Path, opset: int = OPSET, mirror_tta: bool = False) -> Path:
+    """Write the ONNX file (atomically) and return its path. ``mirror_tta`` is written into the
+    metadata: runtimes then average every crop with its mirror image by default (carpose.pose)."""
     model, ck = load_checkpoint(ckpt_path)
-    meta = ck["metadata"]
+    meta = dict(ck["metadata"], mirror_tta=bool(mirror_tta))
     s = int(meta["input_size"])
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -66,8 +67,8 @@ def parity_crops(path: str | Path | None, n: int, size: int, seed: int = 0) -> n
 
 def parity_check(ckpt_path: str | Path, onnx_path: str | Path, crops: np.ndarray) -> dict:
     """Max |p_torch - p_onnx| and the largest decoded angle difference on the same crops."""
-    torch_est = PoseEstimator(ckpt_path, backend="torch", device="cpu")
-    onnx_est = PoseEstimator(onnx_path, backend="onnxruntime", device="cpu")
+    torch_est = PoseEstimator(ckpt_path, backend="torch", device="cpu", mirror_tta=False)
+    onnx_est = PoseEstimator(onnx_path, backend="onnxruntime", device="cpu", mirror_tta=False)
     a, b = torch_est.predict(crops), onnx_est.predict(crops)
     from carpose.convention import angular_error
 
@@ -83,11 +84,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--parity", help="crops HDF5 file for the parity check (default: random pixels)")
     p.add_argument("--parity-n", type=int, default=256)
     p.add_argument("--opset", type=int, default=OPSET)
+    p.add_argument("--mirror-tta", action="store_true",
+                   help="mark the model for mirror test-time averaging (its runtimes then use it by default)")
     args = p.parse_args(argv)
     out = Path(args.out)
     staged = out.with_name(out.stem + ".staged.onnx")
     try:
-        export_onnx(args.checkpoint, staged, args.opset)
+        export_onnx(args.checkpoint, staged, args.opset, args.mirror_tta)
         est = PoseEstimator(staged, backend="onnxruntime", device="cpu")
         crops = parity_crops(args.parity, args.parity_n, est.input_size)
         par = parity_check(args.checkpoint, staged, crops)

@@ -98,7 +98,7 @@ def _plt():
 
 
 def plot_training_curves(history: list[dict], path: str | Path, title: str = "") -> None:
-    """Loss per epoch (train, val) and val MedErr / Acc@30 per epoch."""
+    """Loss per epoch (train, val) and val MedErr / Acc@30 per epoch (and the real photos' Acc@30)."""
     plt = _plt()
     ep = [h["epoch"] for h in history]
     fig, ax = plt.subplots(1, 2, figsize=(10, 4))
@@ -114,6 +114,9 @@ def plot_training_curves(history: list[dict], path: str | Path, title: str = "")
         ax[1].set_ylabel("median error (deg)")
         ax2 = ax[1].twinx()
         ax2.plot(ep, [100 * h["val"]["acc_30"] for h in history], "s--", color="C2", label="Acc@30 (%)")
+        if all("real" in h for h in history):
+            ax2.plot(ep, [100 * h["real"]["sure"]["acc_30"] for h in history], "^:", color="C4",
+                     label="real photos Acc@30 (%)")
         ax2.set_ylabel("Acc@30 (%)")
         ax[1].legend(loc="upper left")
         ax2.legend(loc="upper right")

@@ -3,7 +3,8 @@
     carpose-train --train data/pose/train_*.h5 --val data/pose/random_*.h5 \
         --heldout data/pose/heldout_*.h5 --arch posenet --out runs/posenet --quick
 
-Writes to ``--out``: ``best.pt`` (lowest ``--val`` MedErr; the held-out cars never choose anything),
+Writes to ``--out``: ``best.pt`` (lowest ``--val`` MedErr, or with ``--real`` the best score on the
+hand-labelled real photos, ``training/pose/real_val.py``; the held-out cars never choose anything),
 ``last.pt`` (with optimiser state, for ``--resume``), ``history.json``, ``curves.png``, and after
 training the full evaluation (``eval.json``, polar / quadrant / calibration PNGs) of ``best.pt`` on
 the --val and --heldout sets.
@@ -28,11 +29,13 @@ from tqdm import tqdm
 
 from carpose.azimuth_head import DEFAULT_DECODE_HALF_WINDOW, DEFAULT_SIGMA_DEG, decode, soft_labels
 from carpose.convention import CONVENTION_VERSION
+from carpose.crop import CropSpec
 from training.dataset.reader import CarposeDataset
 from training.pose.checkpoint import load_checkpoint, save_checkpoint
-from training.pose.data import CropStream, data_fingerprint, make_loader
+from training.pose.data import AugmentConfig, CropStream, data_fingerprint, make_loader
 from training.pose.metrics import azimuth_metrics, format_metrics, plot_training_curves, save_all_plots, save_json
 from training.pose.nets import MEAN, STD, build_model, count_parameters, default_bins
+from training.pose.real_val import load_real_val, score_real, selection_key
 
 log = logging.getLogger("carpose.train")
 
@@ -83,6 +86,7 @@ def build_metadata(args: argparse.Namespace, bins: int, input_size: int, crop: d
         "mean": list(MEAN), "std": list(STD), "crop": crop, "convention_version": CONVENTION_VERSION,
         "sigma_deg": hp["sigma_deg"], "decode_half_window": hp["half_window"],
         "train_files": [str(p) for p in args.train], "train_data_hash": data_fingerprint(args.train),
+        "augment": args.aug, "selected_on": "real:" + str(args.real) if args.real else "val",
     }
 
 
@@ -96,6 +100,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--val-name", default="random_split", help="name of the --val set in reports")
     p.add_argument("--heldout", nargs="*", default=[],
                    help="crops of car models never trained on: reported only, never used to choose anything")
+    p.add_argument("--real", help="KITTI-format folder of labelled real photos (data/real/nuscenes_front): "
+                                  "scored after every epoch and chooses best.pt; never trained on")
+    p.add_argument("--real-images", help="image folder of --real (default: its image_2/)")
+    p.add_argument("--aug", choices=("default", "strong"), default="default",
+                   help="training augmentation preset (training/pose/data.py AugmentConfig)")
     p.add_argument("--arch", choices=("posenet", "seed4"), default="posenet")
     p.add_argument("--out", required=True, help="run folder")
     p.add_argument("--epochs", type=int, default=None, help="default 30, or 6 with --quick")
@@ -130,10 +139,13 @@ def train(args: argparse.Namespace) -> dict:
     with CarposeDataset(args.train[0]) as ds:
         input_size = ds.image_shape[0]
         crop = ds.attrs["render_config"].get("crop", {"size": input_size, "context": 0.1, "fill": 114})
-    train_stream = CropStream(args.train, train=True, seed=args.seed, limit=args.limit)
+    train_stream = CropStream(args.train, train=True, aug=AugmentConfig.named(args.aug), seed=args.seed,
+                              limit=args.limit)
     train_loader = make_loader(train_stream, args.batch, args.workers)
     val_loader = make_loader(CropStream(args.val, train=False, limit=args.val_limit), 256, min(args.workers, 1)) \
         if args.val else None
+    real = load_real_val(args.real, CropSpec(**{k: crop[k] for k in ("size", "context", "fill")}),
+                         args.real_images) if args.real else None
     model = build_model(args.arch, bins).to(device)
     meta = build_metadata(args, bins, input_size, crop, hp)
     steps_per_epoch = max(1, len(train_stream) // args.batch)
@@ -149,11 +161,13 @@ def train(args: argparse.Namespace) -> dict:
         sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0)
     history: list[dict] = []
     start_epoch, best = 0, float("inf")
+    best_real: tuple = (float("inf"),)
     if args.resume and (out / "last.pt").exists():
         model, ck = load_checkpoint(out / "last.pt", map_location=device)
         opt.load_state_dict(ck["optimizer"])
         sched.load_state_dict(ck["scheduler"])
         history, start_epoch, best = ck["history"], ck["epoch"] + 1, ck["best_med_err"]
+        best_real = tuple(ck.get("best_real", best_real))
         meta = ck["metadata"]
         log.info("resumed from %s at epoch %d", out / "last.pt", start_epoch)
     log.info("%s: %d parameters, %d train crops (%d px), %d steps/epoch, %d epochs, device %s", args.arch,
@@ -185,18 +199,27 @@ def train(args: argparse.Namespace) -> dict:
             rec["val"] = {k: m[k] for k in ("med_err_deg", "acc_30", "acc_15", "quadrant_acc", "flip_rate")}
             if m["med_err_deg"] < best:
                 best = m["med_err_deg"]
+                if real is None:
+                    save_checkpoint(out / "best.pt", model, meta, {"epoch": epoch, "history": [*history, rec]})
+        if real is not None:
+            rec["real"] = score_real(model, real, device, hp["half_window"])
+            if selection_key(rec["real"]) < best_real:
+                best_real = selection_key(rec["real"])
                 save_checkpoint(out / "best.pt", model, meta, {"epoch": epoch, "history": [*history, rec]})
-        else:
+        elif val_loader is None:
             save_checkpoint(out / "best.pt", model, meta, {"epoch": epoch, "history": [*history, rec]})
         history.append(rec)
         save_checkpoint(out / "last.pt", model, meta, {"epoch": epoch, "history": history, "best_med_err": best,
+                                                        "best_real": list(best_real),
                                                         "optimizer": opt.state_dict(), "scheduler": sched.state_dict()})
         save_json({"history": history}, out / "history.json")
         plot_training_curves(history, out / "curves.png", f"{args.arch} training")
-        v = rec.get("val", {})
-        log.info("epoch %d: loss %.3f, val MedErr %s, Acc@30 %s, %.0f img/s", epoch + 1, rec["train_loss"],
-                 f"{v['med_err_deg']:.1f}" if v else "-", f"{100 * v['acc_30']:.1f}%" if v else "-",
-                 rec["train_img_s"])
+        v, rs = rec.get("val", {}), rec.get("real", {}).get("sure", {})
+        log.info("epoch %d: loss %.3f, val MedErr %s, Acc@30 %s; real (sure) %s; %.0f img/s", epoch + 1,
+                 rec["train_loss"], f"{v['med_err_deg']:.1f}" if v else "-",
+                 f"{100 * v['acc_30']:.1f}%" if v else "-",
+                 f"MedErr {rs['med_err_deg']:.1f}, Acc@30 {100 * rs['acc_30']:.1f}%, flips {rs['flips']}"
+                 if rs.get("n") else "-", rec["train_img_s"])
     train_minutes = (time.time() - t0) / 60
     return final_report(args, out, device, hp, bins, train_minutes, history)
 
