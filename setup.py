@@ -27,6 +27,7 @@ setup(
             "carpose-train = training.pose.train:main",
             "carpose-eval = training.pose.evaluate:main",
             "carpose-export = training.pose.export:main",
+            "carpose-adapt-bn = training.pose.adapt_bn:main",
             "carpose-train-det = training.detector.train:main",
             "carpose-infer = carpose.infer:main",
             "carpose-det-eval = carpose.det_eval:main",

@@ -33,7 +33,7 @@ from carpose.error_sheet import ErrorCase, save_worst_errors_sheet
 from carpose.kitti import kitti_pairs, parse_kitti_label
 from carpose.pose import PoseEstimator
 from training.dataset.reader import CarposeDataset
-from training.pose.metrics import azimuth_metrics, format_metrics, save_all_plots, save_json
+from training.pose.metrics import azimuth_metrics, format_calibration, format_metrics, save_all_plots, save_json
 
 
 @dataclass
@@ -189,6 +189,8 @@ def main(argv: list[str] | None = None) -> int:
             if "subsets" in m:
                 print(f"skipped labels: {m['skipped']}")
                 print(format_azimuth_summary(m["subsets"], f"{name} (hand boxes, pose only)"))
+            if m.get("calibration"):
+                print(format_calibration(m["calibration"], name))
             if args.out and m["n"]:
                 save_all_plots(r["pred"], r["true"], m, args.out, name, f"{Path(args.model).name} on {name}")
                 if r["cases"]:

@@ -178,6 +178,17 @@ def plot_quadrant_confusion(metrics: dict, path: str | Path, title: str = "") ->
     plt.close(fig)
 
 
+def format_calibration(cal: list[dict], title: str = "") -> str:
+    """Markdown table of the confidence quintiles: does dropping the least confident fifth help?"""
+    rows = [f"{title}: Acc@30 by confidence quintile (lowest first)" if title else
+            "Acc@30 by confidence quintile (lowest first)", "",
+            "| quintile | confidence | n | MedErr (deg) | Acc@30 |", "|---|---|---:|---:|---:|"]
+    for i, c in enumerate(cal):
+        rows.append(f"| {i + 1} | {c['conf_from']:.2f}-{c['conf_to']:.2f} | {c['n']} | {c['med_err_deg']:.1f} | "
+                    f"{100 * c['acc_30']:.0f}% |")
+    return "\n".join(rows) + "\n"
+
+
 def plot_calibration(metrics: dict, path: str | Path, title: str = "") -> None:
     plt = _plt()
     cal = metrics.get("calibration", [])
