@@ -31,7 +31,7 @@ setup(
             "carpose-infer = carpose.infer:main",
             "carpose-det-eval = carpose.det_eval:main",
             "carpose-build-engine = training.build_engine:main",
-            "carpose_node = carpose.node:run",
+            "carpose_node = carpose.ros.node:run",
             "carpose-make-bag = carpose.bag_make:main",
             "carpose-bag-eval = carpose.bag_eval:main",
         ],

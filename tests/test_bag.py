@@ -1,6 +1,6 @@
 """Rosbag replay evaluation: bag round trips, drive labels, scoring, and replays through the node.
 
-The live test runs the real node (``python -m carpose.node``) with a tiny pose ONNX (``pose_run``
+The live test runs the real node (``python -m carpose.ros.node``) with a tiny pose ONNX (``pose_run``
 fixture) and no detector, so it checks plumbing: every frame in gives one result out, the result
 bag is written, node and Pipeline agree. The accuracy test needs the shipped models and skips
 without them.
@@ -16,7 +16,9 @@ import cv2
 import numpy as np
 import pytest
 
-from carpose.bag import (
+from carpose.convention import angular_error, view_from_camera_position
+from carpose.results import CarPoseResult
+from carpose.ros.bag import (
     CAR_POSE_ARRAY,
     CARS_TOPIC,
     COMPRESSED_TYPE,
@@ -30,8 +32,6 @@ from carpose.bag import (
     stamp_ns,
     typestore,
 )
-from carpose.convention import angular_error, view_from_camera_position
-from carpose.results import CarPoseResult
 
 REPO = Path(__file__).resolve().parents[1]
 SHIPPED_POSE = REPO / "models" / "carpose_pose.onnx"
@@ -79,7 +79,7 @@ def test_round_trip_frames_and_ground_truth_identical(tmp_path, storage):
         assert f.gt[0].distance_m == pytest.approx(np.linalg.norm(want[0].position))
         assert f.gt[1].position is None and math.isnan(f.gt[1].distance_m)
     # the GT messages themselves are byte-identical to what was written
-    from carpose.bag import gt_msgs
+    from carpose.ros.bag import gt_msgs
 
     ts = typestore()
     raws = [raw for _, _, raw in r._messages([GT_TOPIC])]
@@ -93,7 +93,7 @@ def test_compressed_images_are_found_and_decoded(tmp_path):
     img = _frames(1)[0]
     ok, png = cv2.imencode(".png", img)
     assert ok
-    from carpose.bag import _header
+    from carpose.ros.bag import _header
 
     msg = ts.types[COMPRESSED_TYPE](header=_header(T0, "cam"), format="png", data=png.reshape(-1))
     with BagWriter(tmp_path / "bag", "sqlite3") as w:

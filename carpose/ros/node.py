@@ -17,7 +17,7 @@ Topics (relative names, so namespaces and remapping work): subscribes ``image``
 (sensor_msgs/Image, or sensor_msgs/CompressedImage on ``<image>/compressed`` with
 ``compressed:=true``); publishes ``~/cars`` (carpose_msgs/CarPoseArray, header of the input
 image), ``~/debug_image`` (annotated bgr8, drawn only while someone subscribes), ``~/markers``
-(visualization_msgs/MarkerArray, see :func:`carpose.ros_convert.frame_to_markers`) and
+(visualization_msgs/MarkerArray, see :func:`carpose.ros.convert.frame_to_markers`) and
 ``/diagnostics`` (1 Hz). Service ``~/enable`` (std_srvs/SetBool) pauses and resumes inference
 without tearing anything down.
 """
@@ -53,10 +53,9 @@ from std_srvs.srv import SetBool
 from visualization_msgs.msg import MarkerArray
 
 from carpose.convention import CONVENTION_VERSION
-from carpose.dds import apply_recommended
 from carpose.pipeline import REPO, Pipeline, PipelineConfig
 from carpose.pose import BACKENDS
-from carpose.ros_convert import (
+from carpose.ros.convert import (
     DEFAULT_HFOV_DEG,
     compressed_imgmsg_to_cv2,
     cv2_to_imgmsg,
@@ -65,6 +64,7 @@ from carpose.ros_convert import (
     frame_to_msg,
     imgmsg_to_cv2,
 )
+from carpose.ros.dds import apply_recommended
 from carpose.shipped import DET_MODEL, POSE_MODEL, find_shipped_model
 
 NODE_NAME = "carpose"
