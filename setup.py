@@ -29,11 +29,11 @@ setup(
             "carpose-export = training.pose.export:main",
             "carpose-train-det = training.detector.train:main",
             "carpose-infer = carpose.infer:main",
-            "carpose-det-eval = carpose.det_eval:main",
+            "carpose-det-eval = carpose.eval.det_eval:main",
             "carpose-build-engine = training.build_engine:main",
             "carpose_node = carpose.ros.node:run",
             "carpose-make-bag = carpose.bag_make:main",
-            "carpose-bag-eval = carpose.bag_eval:main",
+            "carpose-bag-eval = carpose.eval.bag_eval:main",
         ],
     },
 )

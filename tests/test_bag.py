@@ -235,7 +235,7 @@ def _car(box, az, score=0.9) -> CarPoseResult:
 
 
 def test_scoring_hand_made_cases():
-    from carpose.bag_eval import FrameOut, RunResult, agreement, score_run
+    from carpose.eval.bag_eval import FrameOut, RunResult, agreement, score_run
 
     gt = {0: [GtCar(np.array([0, 0, 100, 50.0]), 10.0, 1, False, np.array([0, 0, 8.0])),
               GtCar(np.array([200, 0, 220, 10.0]), 90.0, 2, True)],
@@ -277,7 +277,7 @@ def tiny_pose(pose_run, tmp_path_factory) -> Path:
 def test_live_replay_plumbing_with_tiny_models(tmp_path, tiny_pose):
     pytest.importorskip("rclpy")
     pytest.importorskip("carpose_msgs.msg")
-    from carpose.bag_eval import EvalConfig, evaluate
+    from carpose.eval.bag_eval import EvalConfig, evaluate
 
     bag = _write_bag(tmp_path / "bag", "sqlite3", _frames(5, 96, 128))
     out = tmp_path / "eval"
@@ -302,8 +302,8 @@ def test_live_replay_plumbing_with_tiny_models(tmp_path, tiny_pose):
 
 
 def test_offline_on_ground_truth_boxes_scores_the_pose_cnn_alone(tmp_path, tiny_pose):
-    from carpose.bag_eval import main
     from carpose.bag_make import main as make_main
+    from carpose.eval.bag_eval import main
 
     bag = tmp_path / "drive"
     assert make_main([str(bag), "--frames", "3", "--width", "128", "--height", "96", "--procedural", "10",
@@ -338,8 +338,8 @@ def test_shipped_models_on_a_synthetic_drive(tmp_path):
     """The shipped models through the node and in-process on 6 frames of held-out cars (seed 0 gave
     precision 1.0, recall 0.68, MedErr 2.6 deg, Acc@30 100 %; misses are cars beyond 30 m)."""
     pytest.importorskip("rclpy")
-    from carpose.bag_eval import EvalConfig, evaluate
     from carpose.bag_make import main as make_main
+    from carpose.eval.bag_eval import EvalConfig, evaluate
 
     bag = tmp_path / "drive"
     assert make_main([str(bag), "--frames", "6", "--fps", "5", "--seed", "0", "--quiet"]) == 0

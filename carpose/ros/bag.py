@@ -11,7 +11,7 @@ Topics of a carpose test bag (all with the same header stamp per frame):
 - ``/camera/image_raw`` sensor_msgs/Image (bgr8), ``/camera/camera_info`` sensor_msgs/CameraInfo;
 - ``/carpose/ground_truth`` carpose_msgs/CarPoseArray: every visible car; ``class_name`` 'DontCare'
   marks ground truth too hard to count (tiny, mostly hidden or truncated): a prediction there is
-  neither right nor wrong (carpose.scoring ignore regions);
+  neither right nor wrong (carpose.eval.scoring ignore regions);
 - ``/carpose/ground_truth/poses`` geometry_msgs/PoseArray, index-aligned with the cars above: the
   centre of each car's 3-D box in the camera's optical frame (x right, y down, z forward; distance =
   its norm) and its yaw as rotation_y about optical y (RViz draws the arrows along the cars' fronts).

@@ -17,7 +17,7 @@ Modes:
 - ``both``: live, then offline, and checks that they give the same cars and azimuths on every
   frame both processed (same models, same thresholds: the numbers must agree).
 
-Scoring (carpose.scoring, the same code as ``carpose-det-eval``): predictions are matched to
+Scoring (carpose.eval.scoring, the same code as ``carpose-det-eval``): predictions are matched to
 ground truth by IoU >= 0.5 per frame; 'DontCare' ground truth is an ignore region. Detection
 precision/recall (at the node's threshold) and AP@0.5 over its published detections; azimuth MedErr /
 Acc@30 / Acc@15 on matched cars, also by distance and by 30-degree azimuth bins; latency
@@ -388,7 +388,7 @@ def _pct(values: list[float] | np.ndarray) -> dict:
 
 def score_run(run: RunResult, gt: dict[int, list[GtCar]] | None, times_s: np.ndarray) -> dict:
     """Every figure of one run (see the module docstring)."""
-    from carpose.scoring import azimuth_error_stats, detection_report, match_frame, matched_azimuth_errors
+    from carpose.eval.scoring import azimuth_error_stats, detection_report, match_frame, matched_azimuth_errors
 
     processed = len(run.outputs)
     out: dict[str, Any] = {
@@ -648,7 +648,7 @@ def write_report(out: Path, cfg: EvalConfig, reader: BagReader, n: int, scores: 
             if str(p).endswith(".png"):
                 md.append(f"\n  ![{name}]({rel(p)})\n")
     md += ["", "Only processed frames are scored. 'DontCare' ground truth (tiny, hidden or truncated cars) "
-           "is an ignore region. Definitions: carpose/bag_eval.py."]
+           "is an ignore region. Definitions: carpose/eval/bag_eval.py."]
     report_md = out / "report.md"
     report_md.write_text("\n".join(md) + "\n")
     js = {"bag": str(reader.path), "storage": reader.storage, "image_topic": reader.image_topic,
