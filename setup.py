@@ -32,7 +32,7 @@ setup(
             "carpose-det-eval = carpose.eval.det_eval:main",
             "carpose-build-engine = training.build_engine:main",
             "carpose_node = carpose.ros.node:run",
-            "carpose-make-bag = carpose.bag_make:main",
+            "carpose-make-bag = training.render.drive_bag:main",
             "carpose-bag-eval = carpose.eval.bag_eval:main",
         ],
     },

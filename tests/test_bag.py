@@ -200,16 +200,15 @@ def test_drive_render_labels_agree_with_the_image_and_are_deterministic():
 
 
 def test_make_bag_writes_a_complete_bag_or_nothing(tmp_path, monkeypatch):
-    from carpose import bag_make
-    from training.render import drive
+    from training.render import drive, drive_bag
 
     out = tmp_path / "bag"
-    assert bag_make.main([str(out), "--frames", "3", "--width", "64", "--height", "48", "--procedural", "10",
+    assert drive_bag.main([str(out), "--frames", "3", "--width", "64", "--height", "48", "--procedural", "10",
                           "--storage", "sqlite3", "--quiet"]) == 0
     r = BagReader(out)
     assert (r.storage, r.num_frames, r.gt_topic) == ("sqlite3", 3, GT_TOPIC)
     assert json.loads(r.custom_data["carpose.drive"])["roles"][:3] == ["lead", "oncoming", "turning"]
-    assert bag_make.main([str(out), "--quiet"]) == 2  # exists: refuses without --overwrite
+    assert drive_bag.main([str(out), "--quiet"]) == 2  # exists: refuses without --overwrite
 
     orig = drive.Drive.frames
 
@@ -221,11 +220,11 @@ def test_make_bag_writes_a_complete_bag_or_nothing(tmp_path, monkeypatch):
 
     monkeypatch.setattr(drive.Drive, "frames", interrupted)
     with pytest.raises(KeyboardInterrupt):
-        bag_make.make_bag(out, frames=3, width=64, height=48, procedural=10, overwrite=True, progress=False)
+        drive_bag.make_bag(out, frames=3, width=64, height=48, procedural=10, overwrite=True, progress=False)
     assert BagReader(out).num_frames == 3  # the old bag is untouched
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bag"]  # no half-written bag or staging dir
     with pytest.raises(KeyboardInterrupt):
-        bag_make.make_bag(tmp_path / "new", frames=3, width=64, height=48, procedural=10, progress=False)
+        drive_bag.make_bag(tmp_path / "new", frames=3, width=64, height=48, procedural=10, progress=False)
     assert not (tmp_path / "new").exists()
 
 
@@ -302,8 +301,8 @@ def test_live_replay_plumbing_with_tiny_models(tmp_path, tiny_pose):
 
 
 def test_offline_on_ground_truth_boxes_scores_the_pose_cnn_alone(tmp_path, tiny_pose):
-    from carpose.bag_make import main as make_main
     from carpose.eval.bag_eval import main
+    from training.render.drive_bag import main as make_main
 
     bag = tmp_path / "drive"
     assert make_main([str(bag), "--frames", "3", "--width", "128", "--height", "96", "--procedural", "10",
@@ -338,8 +337,8 @@ def test_shipped_models_on_a_synthetic_drive(tmp_path):
     """The shipped models through the node and in-process on 6 frames of held-out cars (seed 0 gave
     precision 1.0, recall 0.68, MedErr 2.6 deg, Acc@30 100 %; misses are cars beyond 30 m)."""
     pytest.importorskip("rclpy")
-    from carpose.bag_make import main as make_main
     from carpose.eval.bag_eval import EvalConfig, evaluate
+    from training.render.drive_bag import main as make_main
 
     bag = tmp_path / "drive"
     assert make_main([str(bag), "--frames", "6", "--fps", "5", "--seed", "0", "--quiet"]) == 0
