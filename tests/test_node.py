@@ -483,7 +483,7 @@ def test_launch_file_with_stub_modules(monkeypatch):
     assert node.kwargs["parameters"] == [lc("params_file"), {"pose_backend": lc("backend")}]
 
     # the default parameter file exists and sets every parameter the node declares, with its type
-    from carpose.ros.node import PARAMETERS
+    from carpose.ros.params import PARAMETERS
 
     params = yaml.safe_load(Path(declared["params_file"]).read_text())["/**"]["ros__parameters"]
     assert set(params) == set(PARAMETERS)
