@@ -5,7 +5,7 @@ against that install the way ``launch_ros`` does. Nothing here imports the sourc
 in the node process: it runs from the install, with the models the install carries.
 
 ``launch`` / ``launch_ros`` are not on PyPI, so the launch file is read with stand-ins (see
-tests/test_node.py); the real ``ros2 launch`` was run by hand (README, "ROS 2 install").
+tests/test_node.py); the real ``ros2 launch`` was run by hand (README, "On a ROS 2 machine").
 """
 
 from __future__ import annotations
