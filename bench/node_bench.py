@@ -16,7 +16,7 @@ while the stream ran; latency p50/p95 from the image's header stamp to ``~/cars`
 the node's own pipeline p95 (its /diagnostics) for comparison.
 
 ``--transport recommended`` (default) runs both processes with carpose's DDS settings
-(``carpose.dds.recommended_env``: the Fast DDS profile config/fastdds_large_images.xml);
+(``carpose.ros.dds.recommended_env``: the Fast DDS profile config/fastdds_large_images.xml);
 ``default`` runs them with the RMW's defaults, to show what those settings buy;
 ``--pub-transport default`` gives only the publisher (the camera driver) the RMW's defaults.
 """
@@ -57,7 +57,7 @@ def publish(width: int, height: int, rate: float, seconds: float, qos_name: str)
     from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
     from sensor_msgs.msg import Image
 
-    from carpose.ros_convert import cv2_to_imgmsg
+    from carpose.ros.convert import cv2_to_imgmsg
 
     qos = qos_profile_sensor_data if qos_name == "best_effort" else QoSProfile(
         depth=10, reliability=ReliabilityPolicy.RELIABLE)
@@ -93,7 +93,7 @@ def run_case(width: int, height: int, rate: float, qos: str, seconds: float, env
     from rclpy.context import Context
     from rclpy.executors import SingleThreadedExecutor
 
-    from carpose.bag_eval import NodeProcess
+    from carpose.eval.bag_eval import NodeProcess
 
     env = dict(env, ROS_DOMAIN_ID=str(domain), ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST")
     node = NodeProcess(["-r", f"image:={TOPIC}", "-p", "debug_image:=false"], workdir / f"node_{domain}.log",
@@ -171,7 +171,7 @@ def main(argv: list[str] | None = None) -> None:
         publish(w, h, float(a.publish[1]), float(a.publish[2]), a.publish[3])
         return
 
-    from carpose.dds import NO_DDS_DEFAULTS, PROFILES_VAR, recommended_env
+    from carpose.ros.dds import NO_DDS_DEFAULTS, PROFILES_VAR, recommended_env
 
     env = dict(os.environ)
     if a.transport == "recommended":

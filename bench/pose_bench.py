@@ -25,10 +25,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from carpose.nets import build_model, default_bins
 from carpose.pose import PoseEstimator
 from training.pose.checkpoint import save_checkpoint
 from training.pose.export import export_onnx
-from training.pose.nets import build_model, default_bins
 
 
 def time_fn(fn, reps: int, warmup: int = 3) -> float:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -23,6 +24,9 @@ from carpose.azimuth_head import DEFAULT_DECODE_HALF_WINDOW, decode
 from carpose.convention import convention_mismatch
 from carpose.crop import CropSpec, crop_box
 from carpose.shipped import missing_model_message
+
+if TYPE_CHECKING:
+    import torch
 
 BACKENDS = ("auto", "onnxruntime", "tensorrt", "torch")
 METADATA_KEY = "carpose"
@@ -86,15 +90,38 @@ class OnnxRuntimeBackend:
         return self.session.run(None, {self.input_name: batch})[0]
 
 
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> tuple[torch.nn.Module, dict]:
+    """A ``carpose-train`` checkpoint (written by training.pose.checkpoint.save_checkpoint): (model in
+    eval mode, checkpoint dict). Raises FileNotFoundError / PoseModelError."""
+    import torch
+
+    from carpose.nets import build_model
+
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"checkpoint {p} does not exist")
+    try:
+        ckpt = torch.load(p, map_location=map_location, weights_only=True)
+    except Exception as exc:  # torch raises several types for truncated/corrupt zips and pickles
+        raise PoseModelError(f"{p} is not a readable checkpoint (truncated or corrupt?): {exc}") from exc
+    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
+        raise PoseModelError(f"{p} is not a carpose pose checkpoint (written by carpose-train)")
+    check_metadata(ckpt["metadata"], str(p))
+    model = build_model(ckpt["arch"], int(ckpt["bins"]))
+    try:
+        model.load_state_dict(ckpt["state_dict"])
+    except RuntimeError as exc:
+        raise PoseModelError(f"{p}: weights do not fit arch {ckpt['arch']!r}: {exc}") from exc
+    return model.to(map_location).eval(), ckpt
+
+
 class TorchBackend:
-    """A ``carpose-train`` checkpoint run by PyTorch (imports the training package lazily)."""
+    """A ``carpose-train`` checkpoint run by PyTorch (torch and carpose.nets are imported lazily)."""
 
     name = "torch"
 
     def __init__(self, path: Path, device: str = "auto") -> None:
         import torch
-
-        from training.pose.checkpoint import load_checkpoint
 
         self.torch = torch
         dev = "cuda" if device in ("auto", "cuda") and torch.cuda.is_available() else \

@@ -4,7 +4,7 @@ parameter file. Needs a full ROS 2 install (``launch`` and ``launch_ros`` are no
 Arguments: image_topic (remaps the node's ``image`` input), params_file (default: the installed
 share/carpose/config/carpose.yaml, or ../config/carpose.yaml next to this file in a checkout),
 backend (pose_backend: auto | onnxruntime | tensorrt | torch), namespace. Sets
-FASTDDS_DEFAULT_PROFILES_FILE (HD images over Fast DDS, carpose.dds) unless Fast DDS is already
+FASTDDS_DEFAULT_PROFILES_FILE (HD images over Fast DDS, carpose.ros.dds) unless Fast DDS is already
 configured in the environment.
 """
 
@@ -27,10 +27,10 @@ def _default_params_file() -> str:
 
 
 def _dds_settings() -> list:
-    """The Fast DDS profile for HD images (carpose.dds) for every process this launch starts after
+    """The Fast DDS profile for HD images (carpose.ros.dds) for every process this launch starts after
     it (a camera driver included with this file too), unless Fast DDS is configured already."""
     try:
-        from carpose.dds import recommended_env
+        from carpose.ros.dds import recommended_env
     except ImportError:  # carpose not importable here: the node still sets it for itself
         return []
     return [SetEnvironmentVariable(k, v) for k, v in recommended_env().items()]

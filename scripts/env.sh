@@ -22,8 +22,8 @@ if [ -d "$_carpose_msgs" ]; then
 fi
 export PYOPENGL_PLATFORM=${PYOPENGL_PLATFORM:-egl}
 export RMW_IMPLEMENTATION=${RMW_IMPLEMENTATION:-rmw_fastrtps_cpp}
-# HD camera images over Fast DDS: a 32 MB shared-memory segment per process (README, "ROS 2: cameras
-# and DDS"). Every process started from this shell gets it, a camera driver too; a Fast DDS setup of
+# HD camera images over Fast DDS: a 32 MB shared-memory segment per process (README, "Cameras and
+# DDS"). Every process started from this shell gets it, a camera driver too; a Fast DDS setup of
 # your own (this variable, FASTRTPS_DEFAULT_PROFILES_FILE or FASTDDS_BUILTIN_TRANSPORTS) is kept.
 if [ "$RMW_IMPLEMENTATION" = rmw_fastrtps_cpp ] && [ -z "${FASTDDS_DEFAULT_PROFILES_FILE:-}" ] \
    && [ -z "${FASTRTPS_DEFAULT_PROFILES_FILE:-}" ] && [ -z "${FASTDDS_BUILTIN_TRANSPORTS:-}" ] \

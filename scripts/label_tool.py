@@ -27,7 +27,7 @@ import numpy as np
 
 from carpose.convention import kitti_alpha_from_azimuth
 from carpose.draw import annotate
-from carpose.kitti import KittiObject, parse_kitti_label
+from carpose.eval.kitti import KittiObject, parse_kitti_label
 from carpose.results import CarPoseResult
 
 _FONT = cv2.FONT_HERSHEY_SIMPLEX

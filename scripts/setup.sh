@@ -32,8 +32,23 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   say "installing pinned Python packages into $VENV (first time: a few minutes, ~6 GB with CUDA torch)"
   "$VENV/bin/pip" install -q --disable-pip-version-check -r requirements/base.txt -r requirements/dev.txt \
     -r requirements/ros.txt 2>&1 | grep -v "^WARNING: Location" || true
-  # pyrender pins PyOpenGL==3.1.0, whose EGL platform fails here; base.txt brings 3.1.10 and its deps.
-  "$VENV/bin/pip" install -q --disable-pip-version-check --no-deps pyrender==0.1.45
+  # ultralytics and pyrender without their declared dependencies (requirements/no-deps.txt says why).
+  "$VENV/bin/pip" install -q --disable-pip-version-check --no-deps -r requirements/no-deps.txt 2>&1 \
+    | grep -v "^WARNING: Location" || true
+  # One OpenCV: a venv set up before that rule also holds opencv-python (it shared the cv2 folder with
+  # the headless build). Remove any other OpenCV distribution, then lay the pinned headless files again.
+  stray=$("$VENV/bin/python" - <<'EOF'
+import importlib.metadata as md
+names = {(d.metadata["Name"] or "").lower() for d in md.distributions()}
+print(" ".join(sorted(n for n in names if n.startswith("opencv") and n != "opencv-python-headless")))
+EOF
+)
+  if [ -n "$stray" ]; then
+    say "removing $stray: opencv-python-headless is the one OpenCV"
+    "$VENV/bin/pip" uninstall -q -y $stray
+    "$VENV/bin/pip" install -q --disable-pip-version-check --no-deps --force-reinstall \
+      "$(grep -i '^opencv-python-headless==' requirements/base.txt)"
+  fi
   "$VENV/bin/python" -c "import torch, ultralytics, pyrender, h5py, cv2, rclpy" \
     || { echo "[setup] import check failed" >&2; exit 1; }
   echo "$want" > "$stamp"

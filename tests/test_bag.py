@@ -1,6 +1,6 @@
 """Rosbag replay evaluation: bag round trips, drive labels, scoring, and replays through the node.
 
-The live test runs the real node (``python -m carpose.node``) with a tiny pose ONNX (``pose_run``
+The live test runs the real node (``python -m carpose.ros.node``) with a tiny pose ONNX (``pose_run``
 fixture) and no detector, so it checks plumbing: every frame in gives one result out, the result
 bag is written, node and Pipeline agree. The accuracy test needs the shipped models and skips
 without them.
@@ -16,7 +16,9 @@ import cv2
 import numpy as np
 import pytest
 
-from carpose.bag import (
+from carpose.convention import angular_error, view_from_camera_position
+from carpose.results import CarPoseResult
+from carpose.ros.bag import (
     CAR_POSE_ARRAY,
     CARS_TOPIC,
     COMPRESSED_TYPE,
@@ -30,8 +32,6 @@ from carpose.bag import (
     stamp_ns,
     typestore,
 )
-from carpose.convention import angular_error, view_from_camera_position
-from carpose.results import CarPoseResult
 
 REPO = Path(__file__).resolve().parents[1]
 SHIPPED_POSE = REPO / "models" / "carpose_pose.onnx"
@@ -79,7 +79,7 @@ def test_round_trip_frames_and_ground_truth_identical(tmp_path, storage):
         assert f.gt[0].distance_m == pytest.approx(np.linalg.norm(want[0].position))
         assert f.gt[1].position is None and math.isnan(f.gt[1].distance_m)
     # the GT messages themselves are byte-identical to what was written
-    from carpose.bag import gt_msgs
+    from carpose.ros.bag import gt_msgs
 
     ts = typestore()
     raws = [raw for _, _, raw in r._messages([GT_TOPIC])]
@@ -93,7 +93,7 @@ def test_compressed_images_are_found_and_decoded(tmp_path):
     img = _frames(1)[0]
     ok, png = cv2.imencode(".png", img)
     assert ok
-    from carpose.bag import _header
+    from carpose.ros.bag import _header
 
     msg = ts.types[COMPRESSED_TYPE](header=_header(T0, "cam"), format="png", data=png.reshape(-1))
     with BagWriter(tmp_path / "bag", "sqlite3") as w:
@@ -200,16 +200,15 @@ def test_drive_render_labels_agree_with_the_image_and_are_deterministic():
 
 
 def test_make_bag_writes_a_complete_bag_or_nothing(tmp_path, monkeypatch):
-    from carpose import bag_make
-    from training.render import drive
+    from training.render import drive, drive_bag
 
     out = tmp_path / "bag"
-    assert bag_make.main([str(out), "--frames", "3", "--width", "64", "--height", "48", "--procedural", "10",
+    assert drive_bag.main([str(out), "--frames", "3", "--width", "64", "--height", "48", "--procedural", "10",
                           "--storage", "sqlite3", "--quiet"]) == 0
     r = BagReader(out)
     assert (r.storage, r.num_frames, r.gt_topic) == ("sqlite3", 3, GT_TOPIC)
     assert json.loads(r.custom_data["carpose.drive"])["roles"][:3] == ["lead", "oncoming", "turning"]
-    assert bag_make.main([str(out), "--quiet"]) == 2  # exists: refuses without --overwrite
+    assert drive_bag.main([str(out), "--quiet"]) == 2  # exists: refuses without --overwrite
 
     orig = drive.Drive.frames
 
@@ -221,11 +220,11 @@ def test_make_bag_writes_a_complete_bag_or_nothing(tmp_path, monkeypatch):
 
     monkeypatch.setattr(drive.Drive, "frames", interrupted)
     with pytest.raises(KeyboardInterrupt):
-        bag_make.make_bag(out, frames=3, width=64, height=48, procedural=10, overwrite=True, progress=False)
+        drive_bag.make_bag(out, frames=3, width=64, height=48, procedural=10, overwrite=True, progress=False)
     assert BagReader(out).num_frames == 3  # the old bag is untouched
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bag"]  # no half-written bag or staging dir
     with pytest.raises(KeyboardInterrupt):
-        bag_make.make_bag(tmp_path / "new", frames=3, width=64, height=48, procedural=10, progress=False)
+        drive_bag.make_bag(tmp_path / "new", frames=3, width=64, height=48, procedural=10, progress=False)
     assert not (tmp_path / "new").exists()
 
 
@@ -235,7 +234,7 @@ def _car(box, az, score=0.9) -> CarPoseResult:
 
 
 def test_scoring_hand_made_cases():
-    from carpose.bag_eval import FrameOut, RunResult, agreement, score_run
+    from carpose.eval.bag_eval import FrameOut, RunResult, agreement, score_run
 
     gt = {0: [GtCar(np.array([0, 0, 100, 50.0]), 10.0, 1, False, np.array([0, 0, 8.0])),
               GtCar(np.array([200, 0, 220, 10.0]), 90.0, 2, True)],
@@ -277,7 +276,7 @@ def tiny_pose(pose_run, tmp_path_factory) -> Path:
 def test_live_replay_plumbing_with_tiny_models(tmp_path, tiny_pose):
     pytest.importorskip("rclpy")
     pytest.importorskip("carpose_msgs.msg")
-    from carpose.bag_eval import EvalConfig, evaluate
+    from carpose.eval.bag_eval import EvalConfig, evaluate
 
     bag = _write_bag(tmp_path / "bag", "sqlite3", _frames(5, 96, 128))
     out = tmp_path / "eval"
@@ -302,8 +301,8 @@ def test_live_replay_plumbing_with_tiny_models(tmp_path, tiny_pose):
 
 
 def test_offline_on_ground_truth_boxes_scores_the_pose_cnn_alone(tmp_path, tiny_pose):
-    from carpose.bag_eval import main
-    from carpose.bag_make import main as make_main
+    from carpose.eval.bag_eval import main
+    from training.render.drive_bag import main as make_main
 
     bag = tmp_path / "drive"
     assert make_main([str(bag), "--frames", "3", "--width", "128", "--height", "96", "--procedural", "10",
@@ -338,8 +337,8 @@ def test_shipped_models_on_a_synthetic_drive(tmp_path):
     """The shipped models through the node and in-process on 6 frames of held-out cars (seed 0 gave
     precision 1.0, recall 0.68, MedErr 2.6 deg, Acc@30 100 %; misses are cars beyond 30 m)."""
     pytest.importorskip("rclpy")
-    from carpose.bag_eval import EvalConfig, evaluate
-    from carpose.bag_make import main as make_main
+    from carpose.eval.bag_eval import EvalConfig, evaluate
+    from training.render.drive_bag import main as make_main
 
     bag = tmp_path / "drive"
     assert make_main([str(bag), "--frames", "6", "--fps", "5", "--seed", "0", "--quiet"]) == 0

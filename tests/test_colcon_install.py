@@ -5,7 +5,7 @@ against that install the way ``launch_ros`` does. Nothing here imports the sourc
 in the node process: it runs from the install, with the models the install carries.
 
 ``launch`` / ``launch_ros`` are not on PyPI, so the launch file is read with stand-ins (see
-tests/test_node.py); the real ``ros2 launch`` was run by hand (README, "ROS 2 install").
+tests/test_node.py); the real ``ros2 launch`` was run by hand (README, "On a ROS 2 machine").
 """
 
 from __future__ import annotations
@@ -69,6 +69,10 @@ def test_install_has_executables_models_launch_and_config(install):
                            env=_installed_env(install), cwd=install, capture_output=True, text=True, check=True)
     module, model = where.stdout.split()
     assert Path(module).is_relative_to(install) and Path(model).is_relative_to(install), where.stdout
+    # every layer of the package is installed (setup.py packages=): core, ros, eval
+    site = _site_packages(install)
+    for mod in ("carpose/pipeline.py", "carpose/ros/node.py", "carpose/ros/bag.py", "carpose/eval/bag_eval.py"):
+        assert (site / mod).is_file(), f"{mod} is not in the install"
 
 
 def test_launch_file_node_resolves_in_the_install(install, monkeypatch):

@@ -1,4 +1,4 @@
-"""The ROS 2 node for real: ``python -m carpose.node`` runs as a separate process and this test
+"""The ROS 2 node for real: ``python -m carpose.ros.node`` runs as a separate process and this test
 process talks to it over DDS (its own ROS_DOMAIN_ID from the pid, localhost discovery only).
 
 The plumbing tests use a tiny pose ONNX from the ``pose_run`` fixture and a random-weight YOLO
@@ -37,8 +37,8 @@ from sensor_msgs.msg import CompressedImage, Image  # noqa: E402
 from std_srvs.srv import SetBool  # noqa: E402
 from visualization_msgs.msg import Marker, MarkerArray  # noqa: E402
 
-from carpose import bag_eval  # noqa: E402
-from carpose.ros_convert import cv2_to_compressed_imgmsg, cv2_to_imgmsg  # noqa: E402
+from carpose.eval import bag_eval  # noqa: E402
+from carpose.ros.convert import cv2_to_compressed_imgmsg, cv2_to_imgmsg  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 DOMAIN_ID = 101 + os.getpid() % 100  # per test run: parallel runs on this machine do not cross-talk
@@ -94,7 +94,7 @@ class RosClient:
 
 
 class NodeProcess(bag_eval.NodeProcess):
-    """The node as a subprocess on this test run's private ROS domain (carpose.bag_eval's runner)."""
+    """The node as a subprocess on this test run's private ROS domain (carpose.eval.bag_eval's runner)."""
 
     def __init__(self, ros_args: list[str], log: Path, **kwargs: Any) -> None:
         super().__init__(ros_args, log, DOMAIN_ID, **kwargs)
@@ -483,7 +483,7 @@ def test_launch_file_with_stub_modules(monkeypatch):
     assert node.kwargs["parameters"] == [lc("params_file"), {"pose_backend": lc("backend")}]
 
     # the default parameter file exists and sets every parameter the node declares, with its type
-    from carpose.node import PARAMETERS
+    from carpose.ros.params import PARAMETERS
 
     params = yaml.safe_load(Path(declared["params_file"]).read_text())["/**"]["ros__parameters"]
     assert set(params) == set(PARAMETERS)
@@ -575,7 +575,7 @@ def _bench_case(size: tuple[int, int], qos: str, transport: str) -> dict:
     sys.path.insert(0, str(REPO / "bench"))
     from node_bench import run_case
 
-    from carpose.dds import NO_DDS_DEFAULTS, PROFILES_VAR, recommended_env
+    from carpose.ros.dds import NO_DDS_DEFAULTS, PROFILES_VAR, recommended_env
 
     env = {k: v for k, v in os.environ.items() if k != PROFILES_VAR}
     if transport == "recommended":

@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 
 from carpose.convention import angular_error
+from carpose.eval.scoring import average_precision, detection_report, match_frame, matched_azimuth_errors
 from carpose.pipeline import DEFAULT_DET_MODEL, DEFAULT_POSE_MODEL, Pipeline, PipelineConfig, as_bgr8
 from carpose.results import Detection
-from carpose.scoring import average_precision, detection_report, match_frame, matched_azimuth_errors
 from training.pose.export import export_onnx
 
 SHIPPED = DEFAULT_POSE_MODEL.exists() and DEFAULT_DET_MODEL.exists()
@@ -177,7 +177,7 @@ def test_infer_cli_draws_and_records(tmp_path, pose_scenes_640):
 
 @needs_shipped
 def test_det_eval_on_kitti_export_of_rendered_scenes(tmp_path, pose_scenes_640):
-    from carpose.det_eval import main
+    from carpose.eval.det_eval import main
     from training.dataset.export import export_kitti
 
     export_kitti(pose_scenes_640, tmp_path / "kitti")
@@ -189,7 +189,7 @@ def test_det_eval_on_kitti_export_of_rendered_scenes(tmp_path, pose_scenes_640):
 
 
 def test_det_eval_cli_clear_error_on_bad_folder(tmp_path):
-    from carpose.det_eval import main
+    from carpose.eval.det_eval import main
 
     assert main([str(tmp_path), "--det-model", str(tmp_path / "x.onnx")]) == 2
 

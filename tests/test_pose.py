@@ -16,7 +16,7 @@ import torch
 
 from carpose.azimuth_head import decode, soft_labels
 from carpose.convention import angular_error, flip_azimuth
-from carpose.kitti import parse_kitti_label
+from carpose.eval.kitti import parse_kitti_label
 from carpose.pose import PoseEstimator, PoseModelError
 from training.cars.procedural import generate_fleet
 from training.pose.data import AugmentConfig, CropStream, augment, make_loader

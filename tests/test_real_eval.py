@@ -18,12 +18,12 @@ import numpy as np
 import pytest
 from conftest import REPO, SHARED
 
-from carpose.azimuth_report import azimuth_summary, format_azimuth_summary
 from carpose.convention import kitti_alpha_from_azimuth
-from carpose.error_sheet import PRED_COLOR, TRUE_COLOR, ErrorCase, worst_errors_sheet
-from carpose.kitti import kitti_pairs, parse_kitti_label
+from carpose.eval.azimuth_report import azimuth_summary, format_azimuth_summary
+from carpose.eval.error_sheet import PRED_COLOR, TRUE_COLOR, ErrorCase, worst_errors_sheet
+from carpose.eval.kitti import kitti_pairs, parse_kitti_label
+from carpose.eval.scoring import SECTOR_NAMES, azimuth_error_stats, sector_stats
 from carpose.pipeline import DEFAULT_DET_MODEL, DEFAULT_POSE_MODEL
-from carpose.scoring import SECTOR_NAMES, azimuth_error_stats, sector_stats
 
 SHIPPED = DEFAULT_POSE_MODEL.exists() and DEFAULT_DET_MODEL.exists()
 needs_shipped = pytest.mark.skipif(not SHIPPED, reason="shipped models (models/*.onnx) not present")
@@ -198,7 +198,7 @@ def test_carpose_eval_reads_a_real_style_set_with_one_command(kitti_set, tmp_pat
 
 @needs_shipped
 def test_carpose_det_eval_reads_a_real_style_set_with_one_command(kitti_set, tmp_path, capsys):
-    from carpose.det_eval import main
+    from carpose.eval.det_eval import main
 
     root, images = kitti_set
     objs = [o for lab in sorted((root / "label_2").glob("*.txt")) for o in parse_kitti_label(lab)]
@@ -254,7 +254,7 @@ def test_carpose_eval_on_the_real_set(real_set, tmp_path):
 @needs_shipped
 def test_carpose_det_eval_on_real_frames(real_set, tmp_path):
     """Three labelled real frames (1600x900 through the detector takes about a second each)."""
-    from carpose.det_eval import main
+    from carpose.eval.det_eval import main
 
     sub = tmp_path / "sub"
     (sub / "label_2").mkdir(parents=True)

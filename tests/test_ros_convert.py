@@ -1,4 +1,4 @@
-"""carpose.ros_convert: sensor_msgs images <-> numpy (every encoding, padding, byte order, errors)
+"""carpose.ros.convert: sensor_msgs images <-> numpy (every encoding, padding, byte order, errors)
 and FrameResult -> CarPoseArray / MarkerArray. Pure conversions on real message objects, no node."""
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from std_msgs.msg import Header
 
 from carpose.convention import CONVENTION_VERSION, kitti_rotation_y
 from carpose.results import CarPoseResult, FrameResult
-from carpose.ros_convert import (
+from carpose.ros.convert import (
     ImageConversionError,
     UnsupportedEncodingError,
     compressed_imgmsg_to_cv2,

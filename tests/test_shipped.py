@@ -1,5 +1,5 @@
 """Where the shipped models and config are found (carpose.shipped), and what a user is told when
-they are nowhere; and the DDS settings derived from them (carpose.dds)."""
+they are nowhere; and the DDS settings derived from them (carpose.ros.dds)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from carpose import dds, shipped
+from carpose import shipped
+from carpose.ros import dds
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -27,7 +27,7 @@ import torch
 from tqdm import tqdm
 
 from carpose.crop import CropSpec, crop_box
-from carpose.kitti import parse_kitti_label
+from carpose.eval.kitti import parse_kitti_label
 from training.pose.checkpoint import load_checkpoint, save_checkpoint
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")

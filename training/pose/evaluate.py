@@ -12,8 +12,8 @@ boxes cropped exactly as the runtime crops detector boxes (``carpose.crop``), az
 ``alpha`` through the convention module. Pose only: no detector is involved (``carpose-det-eval``
 scores detector + pose). Prints the metrics table, writes ``metrics.json`` and the polar / quadrant /
 calibration PNGs. For KITTI folders it also prints the subset x view-sector tables of
-``carpose.azimuth_report`` (all / sure labels / cars >= 30 px tall) and writes ``<name>_worst.png``,
-the contact sheet of the worst errors (``carpose.error_sheet``).
+``carpose.eval.azimuth_report`` (all / sure labels / cars >= 30 px tall) and writes ``<name>_worst.png``,
+the contact sheet of the worst errors (``carpose.eval.error_sheet``).
 """
 
 from __future__ import annotations
@@ -27,10 +27,10 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from carpose.azimuth_report import DEFAULT_MIN_HEIGHT, azimuth_summary, format_azimuth_summary
 from carpose.crop import CropSpec, crop_box
-from carpose.error_sheet import ErrorCase, save_worst_errors_sheet
-from carpose.kitti import kitti_pairs, parse_kitti_label
+from carpose.eval.azimuth_report import DEFAULT_MIN_HEIGHT, azimuth_summary, format_azimuth_summary
+from carpose.eval.error_sheet import ErrorCase, save_worst_errors_sheet
+from carpose.eval.kitti import kitti_pairs, parse_kitti_label
 from carpose.pose import PoseEstimator
 from training.dataset.reader import CarposeDataset
 from training.pose.metrics import azimuth_metrics, format_calibration, format_metrics, save_all_plots, save_json

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from carpose.convention import QUADRANT_NAMES, angular_error, azimuth_to_quadrant
-from carpose.scoring import azimuth_error_stats, sector_stats
+from carpose.eval.scoring import azimuth_error_stats, sector_stats
 
 
 def azimuth_metrics(pred_deg: np.ndarray, true_deg: np.ndarray, confidence: np.ndarray | None = None

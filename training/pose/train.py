@@ -30,11 +30,11 @@ from tqdm import tqdm
 from carpose.azimuth_head import DEFAULT_DECODE_HALF_WINDOW, DEFAULT_SIGMA_DEG, decode, soft_labels
 from carpose.convention import CONVENTION_VERSION
 from carpose.crop import CropSpec
+from carpose.nets import MEAN, STD, build_model, count_parameters, default_bins
 from training.dataset.reader import CarposeDataset
 from training.pose.checkpoint import load_checkpoint, save_checkpoint
 from training.pose.data import AugmentConfig, CropStream, data_fingerprint, make_loader
 from training.pose.metrics import azimuth_metrics, format_metrics, plot_training_curves, save_all_plots, save_json
-from training.pose.nets import MEAN, STD, build_model, count_parameters, default_bins
 from training.pose.real_val import load_real_val, score_real, selection_key
 
 log = logging.getLogger("carpose.train")

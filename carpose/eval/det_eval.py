@@ -27,11 +27,11 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from carpose.azimuth_report import DEFAULT_MIN_HEIGHT, azimuth_summary, format_azimuth_summary
-from carpose.error_sheet import ErrorCase, save_worst_errors_sheet
-from carpose.kitti import KittiObject, kitti_pairs, parse_kitti_label
+from carpose.eval.azimuth_report import DEFAULT_MIN_HEIGHT, azimuth_summary, format_azimuth_summary
+from carpose.eval.error_sheet import ErrorCase, save_worst_errors_sheet
+from carpose.eval.kitti import KittiObject, kitti_pairs, parse_kitti_label
+from carpose.eval.scoring import FrameMatch, detection_report, match_frame, matched_azimuth_errors
 from carpose.pipeline import DEFAULT_DET_MODEL, DEFAULT_POSE_MODEL, Pipeline, PipelineConfig
-from carpose.scoring import FrameMatch, detection_report, match_frame, matched_azimuth_errors
 
 #: Box-height bins (px) of the recall table: where the detector starts to miss cars.
 HEIGHT_EDGES = (0.0, 15.0, 20.0, 30.0, 40.0, 60.0, 100.0, 200.0, math.inf)

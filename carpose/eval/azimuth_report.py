@@ -2,8 +2,8 @@
 
 ``carpose-eval`` (hand boxes, pose only) and ``carpose-det-eval`` (cars the detector found) both
 call ``azimuth_summary`` and print ``format_azimuth_summary``, so the real-set numbers mean the same
-in both places. Each row is ``carpose.scoring.azimuth_error_stats`` (MedErr, Acc@30, flips = errors
-> 150 deg); sectors are the 8 view sectors of the TRUE azimuth (``carpose.scoring.sector_stats``).
+in both places. Each row is ``carpose.eval.scoring.azimuth_error_stats`` (MedErr, Acc@30, flips = errors
+> 150 deg); sectors are the 8 view sectors of the TRUE azimuth (``carpose.eval.scoring.sector_stats``).
 
 Subsets: ``all`` labelled cars; ``sure`` the ones whose labeller was sure of the azimuth within
 30 deg (16th field of our hand labels); and both again for cars at least ``min_height`` px tall
@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from carpose.scoring import azimuth_error_stats, sector_stats
+from carpose.eval.scoring import azimuth_error_stats, sector_stats
 
 #: Cars shorter than this (box height, px) are left out of the "tall" subsets.
 DEFAULT_MIN_HEIGHT = 30.0

@@ -6,7 +6,7 @@
 
 Modes:
 
-- ``live``: starts the real node (``python -m carpose.node``) as a subprocess on a private
+- ``live``: starts the real node (``python -m carpose.ros.node``) as a subprocess on a private
   ROS_DOMAIN_ID (localhost discovery only) with a reliable image subscription, publishes the bag's
   images on their topic with fresh header stamps (set at publish time), collects ``/carpose/cars``
   and records it into ``<out>/result_bag``. ``--rate R`` replays at R x the recorded rate (frames the
@@ -17,7 +17,7 @@ Modes:
 - ``both``: live, then offline, and checks that they give the same cars and azimuths on every
   frame both processed (same models, same thresholds: the numbers must agree).
 
-Scoring (carpose.scoring, the same code as ``carpose-det-eval``): predictions are matched to
+Scoring (carpose.eval.scoring, the same code as ``carpose-det-eval``): predictions are matched to
 ground truth by IoU >= 0.5 per frame; 'DontCare' ground truth is an ignore region. Detection
 precision/recall (at the node's threshold) and AP@0.5 over its published detections; azimuth MedErr /
 Acc@30 / Acc@15 on matched cars, also by distance and by 30-degree azimuth bins; latency
@@ -44,7 +44,9 @@ from typing import Any
 import cv2
 import numpy as np
 
-from carpose.bag import (
+from carpose.pipeline import DEFAULT_DET_MODEL, DEFAULT_POSE_MODEL, REPO
+from carpose.results import CarPoseResult
+from carpose.ros.bag import (
     AUTO,
     CAR_POSE_ARRAY,
     CARS_TOPIC,
@@ -61,8 +63,6 @@ from carpose.bag import (
     staging_path,
     stamp_ns,
 )
-from carpose.pipeline import DEFAULT_DET_MODEL, DEFAULT_POSE_MODEL, REPO
-from carpose.results import CarPoseResult
 
 MODES = ("live", "offline", "both")
 DIST_EDGES = (0.0, 10.0, 20.0, 30.0, 50.0, math.inf)
@@ -131,7 +131,7 @@ def _whole_frame(img: np.ndarray) -> np.ndarray:
 
 
 def make_pipeline(cfg: EvalConfig) -> Any:
-    """The Pipeline the node builds from the same parameters (carpose.node._load_pipeline)."""
+    """The Pipeline the node builds from the same parameters (carpose.ros.node._load_pipeline)."""
     from carpose.pipeline import Pipeline, PipelineConfig
 
     det = None if cfg.det_model.lower() in (NO_DETECTOR, GT_BOXES) else cfg.det_model
@@ -174,7 +174,7 @@ def _domain_id(cfg: EvalConfig) -> int:
 
 class NodeProcess:
     """The node as a process with its output in a log file (no pipe to fill up): by default
-    ``python -m carpose.node`` from this source tree; ``command`` runs another executable (an
+    ``python -m carpose.ros.node`` from this source tree; ``command`` runs another executable (an
     installed ``lib/carpose/carpose_node``) with ``env`` (full environment) in ``cwd``."""
 
     def __init__(self, ros_args: list[str], log: Path, domain: int, command: list[str] | None = None,
@@ -186,7 +186,7 @@ class NodeProcess:
                    PYTHONUNBUFFERED="1", RCUTILS_COLORIZED_OUTPUT="0")
         self.log = log
         with open(log, "wb") as fh:
-            self.proc = subprocess.Popen([*(command or [sys.executable, "-m", "carpose.node"]), "--ros-args",
+            self.proc = subprocess.Popen([*(command or [sys.executable, "-m", "carpose.ros.node"]), "--ros-args",
                                           *ros_args], stdout=fh, stderr=subprocess.STDOUT, env=env,
                                          cwd=cwd or REPO)
 
@@ -388,7 +388,7 @@ def _pct(values: list[float] | np.ndarray) -> dict:
 
 def score_run(run: RunResult, gt: dict[int, list[GtCar]] | None, times_s: np.ndarray) -> dict:
     """Every figure of one run (see the module docstring)."""
-    from carpose.scoring import azimuth_error_stats, detection_report, match_frame, matched_azimuth_errors
+    from carpose.eval.scoring import azimuth_error_stats, detection_report, match_frame, matched_azimuth_errors
 
     processed = len(run.outputs)
     out: dict[str, Any] = {
@@ -648,7 +648,7 @@ def write_report(out: Path, cfg: EvalConfig, reader: BagReader, n: int, scores: 
             if str(p).endswith(".png"):
                 md.append(f"\n  ![{name}]({rel(p)})\n")
     md += ["", "Only processed frames are scored. 'DontCare' ground truth (tiny, hidden or truncated cars) "
-           "is an ignore region. Definitions: carpose/bag_eval.py."]
+           "is an ignore region. Definitions: carpose/eval/bag_eval.py."]
     report_md = out / "report.md"
     report_md.write_text("\n".join(md) + "\n")
     js = {"bag": str(reader.path), "storage": reader.storage, "image_topic": reader.image_topic,

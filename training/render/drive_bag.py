@@ -2,7 +2,7 @@
 
     carpose-make-bag data/drive_bag --frames 60 --fps 10 --width 640 --height 480 --storage mcap
 
-The bag has the camera images, camera info and per-car ground truth (carpose.bag describes the
+The bag has the camera images, camera info and per-car ground truth (carpose.ros.bag describes the
 topics). It is written as ``OUT_BAG.partial`` and renamed when complete, so an interrupted run never
 leaves a bag under the final name (a stale ``.partial`` is removed by the next run). The same
 arguments give the same labels and stamps, and the same images up to a few z-fighting pixels
@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from carpose.bag import STORAGES, BagWriter, GtCar, atomic_bag
+from carpose.ros.bag import STORAGES, BagWriter, GtCar, atomic_bag
 
 #: Header stamp of frame 0 (fixed so the same arguments give the same bag).
 START_NS = 1_700_000_000 * 1_000_000_000

@@ -11,12 +11,12 @@ Topics of a carpose test bag (all with the same header stamp per frame):
 - ``/camera/image_raw`` sensor_msgs/Image (bgr8), ``/camera/camera_info`` sensor_msgs/CameraInfo;
 - ``/carpose/ground_truth`` carpose_msgs/CarPoseArray: every visible car; ``class_name`` 'DontCare'
   marks ground truth too hard to count (tiny, mostly hidden or truncated): a prediction there is
-  neither right nor wrong (carpose.scoring ignore regions);
+  neither right nor wrong (carpose.eval.scoring ignore regions);
 - ``/carpose/ground_truth/poses`` geometry_msgs/PoseArray, index-aligned with the cars above: the
   centre of each car's 3-D box in the camera's optical frame (x right, y down, z forward; distance =
   its norm) and its yaw as rotation_y about optical y (RViz draws the arrows along the cars' fronts).
 
-:class:`BagReader` reads any rosbag2 bag's image topic (Image in the encodings carpose.ros_convert
+:class:`BagReader` reads any rosbag2 bag's image topic (Image in the encodings carpose.ros.convert
 supports, or CompressedImage) plus an optional ground-truth topic; a missing topic or something
 that is not a bag raises :class:`BagError` saying what there is instead.
 """
@@ -35,9 +35,10 @@ from typing import Any
 
 import numpy as np
 
-from carpose.ros_convert import compressed_imgmsg_to_cv2, imgmsg_to_cv2, yaw_quaternion
+from carpose.ros.convert import compressed_imgmsg_to_cv2, imgmsg_to_cv2, yaw_quaternion
+from carpose.shipped import SOURCE_ROOT
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = SOURCE_ROOT
 IMAGE_TOPIC = "/camera/image_raw"
 CAMERA_INFO_TOPIC = "/camera/camera_info"
 GT_TOPIC = "/carpose/ground_truth"
