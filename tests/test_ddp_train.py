@@ -17,6 +17,7 @@ from pathlib import Path
 
 import h5py
 import numpy as np
+import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
@@ -28,6 +29,7 @@ from training.pose.nets import build_model
 from training.pose.train import soft_cross_entropy, soft_targets
 
 REPO = Path(__file__).resolve().parents[1]
+TIMEOUT_S = 180  # one run takes ~15 s here
 
 
 def _torchrun(args: list[str], nproc: int = 2) -> subprocess.CompletedProcess:
@@ -35,9 +37,15 @@ def _torchrun(args: list[str], nproc: int = 2) -> subprocess.CompletedProcess:
                OMP_NUM_THREADS="1")
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
            "-m", "training.pose.train", *args]
-    r = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
-    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
-    return r
+    p = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        out, err = p.communicate(timeout=TIMEOUT_S)
+    except subprocess.TimeoutExpired:  # e.g. a rank waiting for a step the others never take
+        p.terminate()  # torchrun stops its workers on SIGTERM (a SIGKILL would orphan them)
+        out, err = p.communicate(timeout=60)
+        pytest.fail(f"torchrun hung for {TIMEOUT_S} s:\n{out[-2000:]}{err[-3000:]}")
+    assert p.returncode == 0, out[-3000:] + err[-3000:]
+    return subprocess.CompletedProcess(cmd, p.returncode, out, err)
 
 
 def test_torchrun_two_ranks_trains_writes_once_exports_and_resumes(pose_crops, tmp_path):
