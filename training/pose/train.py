@@ -152,7 +152,8 @@ def train(args: argparse.Namespace, world: distributed.World | None = None) -> d
     val_loader = make_loader(CropStream(args.val, train=False, limit=args.val_limit), 256, min(args.workers, 1)) \
         if args.val and world.main else None  # rank 0 alone scores and chooses best.pt
     model = build_model(args.arch, bins).to(device)
-    torch.manual_seed(args.seed + world.rank)  # same initial weights on every rank, own dropout masks
+    if world.size > 1:
+        torch.manual_seed(args.seed + world.rank)  # same initial weights on every rank, own dropout masks
     meta = build_metadata(args, bins, input_size, crop, hp)
     steps_per_epoch = train_stream.batches_per_epoch(args.batch, args.workers)
     if steps_per_epoch == 0:
