@@ -134,9 +134,12 @@ def test_training_lowers_the_loss_and_writes_a_run(pose_run, pose_crops):
 def test_resume_continues_from_last_checkpoint(pose_run, pose_crops):
     args = ["--train", str(pose_crops), "--out", str(pose_run), "--epochs", "4", "--batch", "32",
             "--workers", "0", "--limit", "64", "--quiet", "--resume", "--val", str(pose_crops), "--val-limit", "64"]
+    before = torch.load(pose_run / "last.pt", weights_only=True)["state_dict"]["head.weight"]
     assert train_main(args) == 0
     hist = json.loads((pose_run / "history.json").read_text())["history"]
     assert [h["epoch"] for h in hist] == [1, 2, 3, 4]
+    # the resumed epoch trains the loaded weights (it once stepped an optimiser bound to a discarded copy)
+    assert not torch.equal(before, torch.load(pose_run / "last.pt", weights_only=True)["state_dict"]["head.weight"])
 
 
 def test_onnx_export_has_metadata_and_matches_torch(pose_run, pose_crops, tmp_path):

@@ -5,6 +5,12 @@ row decompresses 64. Each epoch therefore shuffles the *chunks* (across all file
 whole chunks and shuffles rows inside a buffer of several chunks. Memory stays at a few chunks per
 worker however large the files are, and every row is read exactly once per epoch.
 
+Under ``torchrun`` (``rank``/``world_size``) every rank draws the same chunk permutation (same seed)
+and takes every ``world_size``-th chunk of it, so the ranks read disjoint shards that together cover
+the epoch; the workers of a rank split that shard further. Shards differ by up to a chunk in rows,
+so the training loop runs ``batches_per_epoch`` steps on every rank (the fewest any rank has) and
+DDP never waits on a rank that ran out of data; the few rows past that are skipped for the epoch.
+
 Augmentation (train only) mimics what the renderer cannot: camera colour response, focus, sensor
 noise, detector box jitter. A horizontal flip is applied with its label mirrored (a -> 360 - a,
 ``carpose.convention.flip_azimuth``); nothing else changes the label.
@@ -126,10 +132,14 @@ class CropStream(IterableDataset):
     """Iterates (image float32 CHW 0..255, azimuth_deg float32) over one or more crops files."""
 
     def __init__(self, paths: list[str | Path], train: bool, aug: AugmentConfig | None = None,
-                 seed: int = 0, buffer_chunks: int = 8, limit: int | None = None) -> None:
+                 seed: int = 0, buffer_chunks: int = 8, limit: int | None = None, rank: int = 0,
+                 world_size: int = 1) -> None:
         super().__init__()
         if not paths:
             raise ValueError("no dataset files given")
+        if not 0 <= rank < world_size:
+            raise ValueError(f"rank {rank} is not in a world of {world_size}")
+        self.rank, self.world_size = rank, world_size
         self.paths = [Path(p) for p in paths]
         self.chunks: list[tuple[int, int, int]] = []  # (file, start, stop)
         self.size: int | None = None
@@ -159,13 +169,26 @@ class CropStream(IterableDataset):
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
+    def shard(self, rank: int | None = None, worker: int = 0, workers: int = 1) -> np.ndarray:
+        """Chunk indices that ``rank`` (default: this stream's) and its ``worker`` read this epoch, in order."""
+        rank = self.rank if rank is None else rank
+        order = np.random.default_rng([self.seed, self.epoch]).permutation(len(self.chunks)) if self.train \
+            else np.arange(len(self.chunks))
+        return order[rank::self.world_size][worker::workers]
+
+    def batches_per_epoch(self, batch_size: int, workers: int) -> int:
+        """Full batches the rank with the fewest yields this epoch through ``make_loader(self, batch_size,
+        workers)`` (each worker drops its own last partial batch): the step count every rank runs."""
+        nw = max(1, workers)
+        return min(sum(sum(self.chunks[c][2] - self.chunks[c][1] for c in self.shard(r, w, nw)) // batch_size
+                       for w in range(nw)) for r in range(self.world_size))
+
     def __iter__(self):
         info = get_worker_info()
         wid, nw = (info.id, info.num_workers) if info else (0, 1)
-        rng = np.random.default_rng([self.seed, self.epoch, wid])
-        order = np.random.default_rng([self.seed, self.epoch]).permutation(len(self.chunks)) if self.train \
-            else np.arange(len(self.chunks))
-        mine = order[wid::nw]
+        # augmentation stream per (rank, worker); rank 0 keeps the single-process seeds
+        rng = np.random.default_rng([self.seed, self.epoch, self.rank * nw + wid])
+        mine = self.shard(self.rank, wid, nw)
         files: dict[int, h5py.File] = {}
         try:
             buf_img: list[np.ndarray] = []

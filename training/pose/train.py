@@ -7,13 +7,23 @@ Writes to ``--out``: ``best.pt`` (lowest ``--val`` MedErr, or with ``--real`` th
 hand-labelled real photos, ``training/pose/real_val.py``; the held-out cars never choose anything),
 ``last.pt`` (with optimiser state, for ``--resume``), ``history.json``, ``curves.png``, and after
 training the full evaluation (``eval.json``, polar / quadrant / calibration PNGs) of ``best.pt`` on
-the --val and --heldout sets.
-Uses the GPU when there is one (``--device auto``).
+the --val and --heldout sets; with ``--export PATH`` also the ONNX model (``carpose-export``, parity
+checked). Uses the GPU when there is one (``--device auto``).
+
+Data-parallel (DDP) under torchrun, one process per GPU (NCCL) or several on a CPU (gloo):
+
+    torchrun --standalone --nproc-per-node 2 -m training.pose.train --train ... --out runs/ddp
+
+Each rank reads its own shard of the chunks, ``--batch`` is per rank (the global batch is
+``--batch`` x ranks; ``--lr`` is not scaled for you), gradients are averaged over ranks, BatchNorm
+statistics are per rank. Rank 0 alone validates, chooses ``best.pt`` and writes every file;
+``--resume`` makes every rank load ``last.pt`` (so ``--out`` must be on storage every node sees).
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import logging
 import math
@@ -32,6 +42,7 @@ from carpose.convention import CONVENTION_VERSION
 from carpose.crop import CropSpec
 from carpose.nets import MEAN, STD, build_model, count_parameters, default_bins
 from training.dataset.reader import CarposeDataset
+from training.pose import distributed
 from training.pose.checkpoint import load_checkpoint, save_checkpoint
 from training.pose.data import AugmentConfig, CropStream, data_fingerprint, make_loader
 from training.pose.metrics import azimuth_metrics, format_metrics, plot_training_curves, save_all_plots, save_json
@@ -47,14 +58,13 @@ ARCH_DEFAULTS = {
 }
 
 
-def pick_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
-
-
 def soft_targets(az: torch.Tensor, bins: int, sigma_deg: float) -> torch.Tensor:
     return torch.from_numpy(soft_labels(az.numpy(), bins, sigma_deg))
+
+
+def soft_cross_entropy(logits: torch.Tensor, tgt: torch.Tensor) -> torch.Tensor:
+    """The training loss: cross-entropy against soft labels, mean over the batch."""
+    return -(tgt * F.log_softmax(logits, 1)).sum(1).mean()
 
 
 @torch.no_grad()
@@ -66,7 +76,7 @@ def predict(model: torch.nn.Module, loader, device: torch.device, half_window: i
     for x, az in tqdm(loader, desc=desc, disable=not progress, leave=False):
         logits = model.logits(x.to(device))
         tgt = soft_targets(az, bins, sigma_deg).to(device)
-        losses.append(float(-(tgt * F.log_softmax(logits, 1)).sum(1).mean()) * len(x))
+        losses.append(float(soft_cross_entropy(logits, tgt)) * len(x))
         p, c = decode(torch.softmax(logits, 1).float().cpu().numpy(), half_window)
         preds.append(p)
         confs.append(c)
@@ -109,7 +119,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--out", required=True, help="run folder")
     p.add_argument("--epochs", type=int, default=None, help="default 30, or 6 with --quick")
     p.add_argument("--quick", action="store_true", help="CPU profile: fewer epochs (see README)")
-    p.add_argument("--batch", type=int, default=64)
+    p.add_argument("--batch", type=int, default=64,
+                   help="crops per step and process (under torchrun the global batch is this x ranks)")
     p.add_argument("--lr", type=float, default=None)
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--device", default="auto")
@@ -118,6 +129,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--val-limit", type=int, default=2048, help="rows per val file scored after each epoch")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--resume", action="store_true", help="continue from <out>/last.pt")
+    p.add_argument("--export", metavar="ONNX", help="after training, export best.pt to this ONNX file "
+                   "(carpose-export, parity-checked on the first --val or --train file)")
     p.add_argument("--quiet", action="store_true")
     args = p.parse_args(argv)
     if args.epochs is None:
@@ -125,13 +138,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-def train(args: argparse.Namespace) -> dict:
+def train(args: argparse.Namespace, world: distributed.World | None = None) -> dict | None:
+    """Train; the final report on rank 0 (the only rank that writes), None on the others."""
+    world = world or distributed.World(device=distributed.pick_device(args.device))
     torch.manual_seed(args.seed)
     if args.threads:
         torch.set_num_threads(args.threads)
-    device = pick_device(args.device)
+    device = world.device
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    if world.main:
+        out.mkdir(parents=True, exist_ok=True)
     hp = dict(ARCH_DEFAULTS[args.arch])
     if args.lr is not None:
         hp["lr"] = args.lr
@@ -140,15 +156,20 @@ def train(args: argparse.Namespace) -> dict:
         input_size = ds.image_shape[0]
         crop = ds.attrs["render_config"].get("crop", {"size": input_size, "context": 0.1, "fill": 114})
     train_stream = CropStream(args.train, train=True, aug=AugmentConfig.named(args.aug), seed=args.seed,
-                              limit=args.limit)
+                              limit=args.limit, rank=world.rank, world_size=world.size)
     train_loader = make_loader(train_stream, args.batch, args.workers)
     val_loader = make_loader(CropStream(args.val, train=False, limit=args.val_limit), 256, min(args.workers, 1)) \
-        if args.val else None
+        if args.val and world.main else None  # rank 0 alone scores and chooses best.pt
     real = load_real_val(args.real, CropSpec(**{k: crop[k] for k in ("size", "context", "fill")}),
-                         args.real_images) if args.real else None
+                         args.real_images) if args.real and world.main else None
     model = build_model(args.arch, bins).to(device)
+    if world.size > 1:
+        torch.manual_seed(args.seed + world.rank)  # same initial weights on every rank, own dropout masks
     meta = build_metadata(args, bins, input_size, crop, hp)
-    steps_per_epoch = max(1, len(train_stream) // args.batch)
+    steps_per_epoch = train_stream.batches_per_epoch(args.batch, args.workers)
+    if steps_per_epoch == 0:
+        raise ValueError(f"{len(train_stream)} training crops give no full batch of {args.batch}"
+                         + (f" on every one of {world.size} ranks" if world.size > 1 else ""))
     total = steps_per_epoch * args.epochs
     if hp["optimizer"] == "adamw":
         opt = torch.optim.AdamW(model.parameters(), lr=hp["lr"], weight_decay=hp["weight_decay"])
@@ -163,26 +184,32 @@ def train(args: argparse.Namespace) -> dict:
     start_epoch, best = 0, float("inf")
     best_real: tuple = (float("inf"),)
     if args.resume and (out / "last.pt").exists():
-        model, ck = load_checkpoint(out / "last.pt", map_location=device)
+        _, ck = load_checkpoint(out / "last.pt", map_location=device)
+        model.load_state_dict(ck["state_dict"])  # into this model: the optimiser holds its parameters
         opt.load_state_dict(ck["optimizer"])
         sched.load_state_dict(ck["scheduler"])
         history, start_epoch, best = ck["history"], ck["epoch"] + 1, ck["best_med_err"]
         best_real = tuple(ck.get("best_real", best_real))
         meta = ck["metadata"]
         log.info("resumed from %s at epoch %d", out / "last.pt", start_epoch)
-    log.info("%s: %d parameters, %d train crops (%d px), %d steps/epoch, %d epochs, device %s", args.arch,
-             count_parameters(model), len(train_stream), input_size, steps_per_epoch, args.epochs, device)
+    if not distributed.same_on_all_ranks(start_epoch, device):
+        raise ValueError(f"the ranks disagree on the epoch to resume at: does every node see {out / 'last.pt'}?")
+    net = distributed.logits_fn(model, world)  # model.logits, or its DDP wrapper under torchrun
+    log.info("%s: %d parameters, %d train crops (%d px), %d steps/epoch, %d epochs, device %s%s", args.arch,
+             count_parameters(model), len(train_stream), input_size, steps_per_epoch, args.epochs, device,
+             f", {world.size} ranks (global batch {args.batch * world.size})" if world.size > 1 else "")
     t0 = time.time()
     for epoch in range(start_epoch, args.epochs):
         model.train()
         train_stream.set_epoch(epoch)
+        steps = train_stream.batches_per_epoch(args.batch, args.workers)  # the same on every rank
         run_loss, seen, te = 0.0, 0, time.time()
-        bar = tqdm(train_loader, total=steps_per_epoch, desc=f"epoch {epoch + 1}/{args.epochs}",
-                   disable=args.quiet, leave=False)
+        bar = tqdm(itertools.islice(train_loader, steps), total=steps, desc=f"epoch {epoch + 1}/{args.epochs}",
+                   disable=args.quiet or not world.main, leave=False)
         for x, az in bar:
             x = x.to(device, non_blocking=True)
             tgt = soft_targets(az, bins, hp["sigma_deg"]).to(device)
-            loss = -(tgt * F.log_softmax(model.logits(x), 1)).sum(1).mean()
+            loss = soft_cross_entropy(net(x), tgt)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -190,8 +217,11 @@ def train(args: argparse.Namespace) -> dict:
             run_loss += loss.item() * len(x)
             seen += len(x)
             bar.set_postfix(loss=f"{run_loss / seen:.3f}", img_s=f"{seen / (time.time() - te):.0f}")
+        run_loss, seen = distributed.all_reduce_sum([run_loss, seen], device)  # over all ranks
         rec = {"epoch": epoch + 1, "train_loss": run_loss / max(1, seen), "lr": opt.param_groups[0]["lr"],
                "epoch_s": time.time() - te, "train_img_s": seen / max(1e-9, time.time() - te)}
+        if not world.main:
+            continue  # rank 0 alone scores, chooses and writes
         if val_loader is not None:
             r = predict(model, val_loader, device, hp["half_window"], bins, hp["sigma_deg"])
             rec["val_loss"] = r["loss"]
@@ -221,6 +251,8 @@ def train(args: argparse.Namespace) -> dict:
                  f"MedErr {rs['med_err_deg']:.1f}, Acc@30 {100 * rs['acc_30']:.1f}%, flips {rs['flips']}"
                  if rs.get("n") else "-", rec["train_img_s"])
     train_minutes = (time.time() - t0) / 60
+    if not world.main:
+        return None
     return final_report(args, out, device, hp, bins, train_minutes, history)
 
 
@@ -250,14 +282,25 @@ def final_report(args: argparse.Namespace, out: Path, device: torch.device, hp: 
 
 
 def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     args = parse_args(argv)
+    world = distributed.setup(args.device)  # joins torchrun's process group; a world of 1 without torchrun
+    logging.basicConfig(level=logging.INFO if world.main else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
     try:
-        report = train(args)
+        report = train(args, world)
     except (FileNotFoundError, ValueError) as exc:
         print(f"carpose-train: error: {exc}", file=sys.stderr)
         return 2
+    finally:
+        distributed.cleanup()
+    if report is None:  # not rank 0
+        return 0
     print(json.dumps({k: v for k, v in report.items() if k != "sets"}))
+    if args.export:
+        from training.pose.export import main as export_main
+
+        return export_main([str(Path(args.out) / "best.pt"), "--out", args.export,
+                            "--parity", str((args.val or args.train)[0])])
     return 0
 
 
