@@ -36,6 +36,11 @@ class CropSpec:
     def to_dict(self) -> dict:
         return asdict(self)
 
+    @classmethod
+    def from_dict(cls, d: dict) -> CropSpec:
+        """The spec of a model's or dataset's ``crop`` record (extra keys ignored)."""
+        return cls(size=int(d["size"]), context=float(d["context"]), fill=int(d["fill"]))
+
 
 def crop_region(box_xyxy: np.ndarray | tuple, spec: CropSpec) -> np.ndarray:
     """Square region (x1, y1, x2, y2), float, in image pixels that :func:`crop_box` cuts out."""

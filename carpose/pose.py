@@ -181,8 +181,7 @@ class PoseEstimator:
         self.metadata = check_metadata(self.backend.metadata, str(model_path))
         self.input_size = int(self.metadata["input_size"])
         self.bins = int(self.metadata["bins"])
-        c = self.metadata["crop"]
-        self.crop_spec = CropSpec(size=int(c["size"]), context=float(c["context"]), fill=int(c["fill"]))
+        self.crop_spec = CropSpec.from_dict(self.metadata["crop"])
         if self.crop_spec.size != self.input_size:
             raise PoseModelError(f"{model_path}: crop size {self.crop_spec.size} != input size {self.input_size}")
         self.half_window = int(self.metadata.get("decode_half_window", DEFAULT_DECODE_HALF_WINDOW))

@@ -119,8 +119,7 @@ def main(argv: list[str] | None = None) -> int:
             if Path(args.images).is_dir() else []
         if not images:
             raise FileNotFoundError(f"no images in {args.images}")
-        c = ck["metadata"]["crop"]
-        spec = CropSpec(size=int(c["size"]), context=float(c["context"]), fill=int(c["fill"]))
+        spec = CropSpec.from_dict(ck["metadata"]["crop"])
         boxes = detector_boxes(images, args.detector, args.conf, args.min_height) if args.detector else \
             label_boxes(images, Path(args.boxes), ("Car",), args.min_height)
         crops = real_crops(boxes, spec)

@@ -21,6 +21,7 @@ import torch
 from carpose.azimuth_head import decode
 from carpose.convention import angular_error
 from carpose.crop import CropSpec
+from carpose.eval.scoring import azimuth_error_stats
 from training.pose.evaluate import kitti_crops
 
 
@@ -47,14 +48,6 @@ def load_real_val(root: str | Path, spec: CropSpec, images: str | Path | None = 
     return RealValSet(Path(root).name, kc.crops, kc.azimuth_deg, kc.sure)
 
 
-def summary(err_deg: np.ndarray) -> dict:
-    """n, MedErr, Acc@30 and flips (errors > 150 deg) of a set of angular errors."""
-    if len(err_deg) == 0:
-        return {"n": 0}
-    return {"n": int(len(err_deg)), "med_err_deg": float(np.median(err_deg)),
-            "acc_30": float(np.mean(err_deg <= 30)), "flips": int(np.sum(err_deg > 150))}
-
-
 @torch.no_grad()
 def score_real(model: torch.nn.Module, real: RealValSet, device: torch.device, half_window: int,
                batch: int = 128) -> dict:
@@ -68,7 +61,7 @@ def score_real(model: torch.nn.Module, real: RealValSet, device: torch.device, h
     model.train(was_training)
     pred, _ = decode(np.concatenate(probs), half_window)
     err = np.asarray(angular_error(pred, real.azimuth_deg)).reshape(-1)
-    return {"all": summary(err), "sure": summary(err[real.sure])}
+    return {"all": azimuth_error_stats(err), "sure": azimuth_error_stats(err[real.sure])}
 
 
 def selection_key(m: dict) -> tuple[float, int, float]:

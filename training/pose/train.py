@@ -160,7 +160,7 @@ def train(args: argparse.Namespace, world: distributed.World | None = None) -> d
     train_loader = make_loader(train_stream, args.batch, args.workers)
     val_loader = make_loader(CropStream(args.val, train=False, limit=args.val_limit), 256, min(args.workers, 1)) \
         if args.val and world.main else None  # rank 0 alone scores and chooses best.pt
-    real = load_real_val(args.real, CropSpec(**{k: crop[k] for k in ("size", "context", "fill")}),
+    real = load_real_val(args.real, CropSpec.from_dict(crop),
                          args.real_images) if args.real and world.main else None
     model = build_model(args.arch, bins).to(device)
     if world.size > 1:
