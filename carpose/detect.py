@@ -115,7 +115,7 @@ class DetectorConfig:
     classes: dict[int, str] | None = None
     conf: float = 0.25
     iou: float = 0.5
-    imgsz: int = 640
+    imgsz: int | tuple[int, int] = 640  # side, or (height, width) of a rectangular fixed-size ONNX
     max_det: int = 100
     device: str = "auto"  # 'auto', 'cpu', 'cuda:0', ...
     half: bool = False  # FP16 inference on CUDA (.pt weights); exported engines fix their own precision
@@ -124,22 +124,36 @@ class DetectorConfig:
     def __post_init__(self) -> None:
         self.conf = _check_threshold("conf", self.conf)
         self.iou = _check_threshold("iou", self.iou)
-        if self.imgsz < 32:
+        if isinstance(self.imgsz, (tuple, list)):
+            self.imgsz = (int(self.imgsz[0]), int(self.imgsz[1]))
+        if min(self.imgsz if isinstance(self.imgsz, tuple) else (self.imgsz,)) < 32:
             raise ValueError(f"imgsz must be >= 32, got {self.imgsz}")
         if self.max_det < 1:
             raise ValueError(f"max_det must be >= 1, got {self.max_det}")
 
 
+#: Class names that are passenger cars (lower case; '_' and '-' read as spaces, 'mini van' as
+#: 'minivan'). COCO's 'truck' and 'bus' are not among them: a COCO 'truck' is as often a lorry as a
+#: pickup (pass ``classes=COCO_VEHICLES`` / ``--det-classes`` to take them too).
+CAR_LIKE_NAMES = frozenset({"car", "cars", "passenger car", "vehicle.car", "sedan", "hatchback", "suv",
+                            "minivan", "van", "pickup", "pickup truck", "taxi", "coupe", "wagon"})
+
+
 def default_class_map(model_names: Mapping[int, str]) -> dict[int, str]:
     """Which model classes count as cars when the user did not say.
 
-    A model trained on our synthetic scenes has ``{0: 'car'}``; COCO models have 'car' at id 2. Any
-    class literally named 'car' is used; a single-class model is taken to detect cars whatever its
-    label says. Anything else is ambiguous and must be configured explicitly.
+    A model trained on our synthetic scenes has ``{0: 'car'}``; COCO models have 'car' at id 2, so
+    COCO weights (``yolo11n.pt``...) work with no class option. When any class is named 'car',
+    every car-like class (:data:`CAR_LIKE_NAMES`: 'car', 'van', 'suv', 'pickup'...) is used and
+    reported as 'car'; a single-class model is taken to detect cars whatever its label says.
+    Anything else is ambiguous and must be configured explicitly.
     """
     names = {int(k): str(v) for k, v in model_names.items()}
-    cars = {k: "car" for k, v in names.items() if v.strip().lower() == "car"}
-    if cars:
+    norm = {k: " ".join(v.strip().lower().replace("_", " ").replace("-", " ").split()) for k, v in names.items()}
+    if "car" in norm.values():
+        cars = {k: "car" for k, v in norm.items() if v in CAR_LIKE_NAMES or v.replace(" ", "") in CAR_LIKE_NAMES}
+        if len(names) > 1:
+            log.info("detector classes used as cars: %s", {k: names[k] for k in cars})
         return cars
     if len(names) == 1:
         (only,) = names
@@ -171,8 +185,10 @@ def _resolve_weights(weights: str | Path) -> Path:
     return p.resolve()
 
 
-def _static_onnx_size(path: Path) -> int | None:
-    """Square input side of an ONNX detector exported with a fixed size, else None."""
+def _static_onnx_size(path: Path) -> int | tuple[int, int] | None:
+    """Input size of an ONNX detector exported with a fixed size: the side when square, (height,
+    width) when rectangular (e.g. 384 x 640 for 16:9 frames: no compute spent on letterbox
+    padding), else None."""
     if path.suffix.lower() != ".onnx":
         return None
     try:
@@ -182,7 +198,9 @@ def _static_onnx_size(path: Path) -> int | None:
     except Exception:  # not readable here: ultralytics will report the real problem
         return None
     hw = [d.dim_value if d.HasField("dim_value") else 0 for d in dims[2:4]]
-    return hw[0] if len(hw) == 2 and hw[0] > 0 and hw[0] == hw[1] else None
+    if len(hw) != 2 or min(hw) <= 0:
+        return None
+    return hw[0] if hw[0] == hw[1] else (hw[0], hw[1])
 
 
 class YoloDetector:
@@ -201,12 +219,13 @@ class YoloDetector:
         if fixed is not None and fixed != self.config.imgsz:
             # An ONNX exported at a fixed size only accepts that size; asking for another would
             # fail at the first frame. Use the model's own size and say so.
-            log.info("%s takes %d px input: using imgsz=%d instead of %d", self.weights.name, fixed, fixed,
+            log.info("%s takes %s px input: using it instead of imgsz=%s", self.weights.name, fixed,
                      self.config.imgsz)
             self.config.imgsz = fixed
         # One dummy frame sets up the backend on our device now: exported models (.onnx/.engine) only
         # know their class names once loaded, and the first real frame should not pay for the setup.
-        self._predict(np.full((config.imgsz, config.imgsz, 3), 114, np.uint8), classes=None)
+        h, w = self.input_hw
+        self._predict(np.full((h, w, 3), 114, np.uint8), classes=None)
         self.model_names: dict[int, str] = {int(k): str(v) for k, v in (self.model.names or {}).items()}
         classes = dict(config.classes) if config.classes is not None else default_class_map(self.model_names)
         if not classes:
@@ -215,6 +234,12 @@ class YoloDetector:
         if unknown:
             raise ValueError(f"class ids {unknown} are not in the model (it has {len(self.model_names)} classes)")
         self.config.classes = classes
+
+    @property
+    def input_hw(self) -> tuple[int, int]:
+        """(height, width) of the network input (letterboxed)."""
+        s = self.config.imgsz
+        return (s, s) if isinstance(s, int) else s
 
     @property
     def classes(self) -> dict[int, str]:

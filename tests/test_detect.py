@@ -152,6 +152,12 @@ def test_default_class_map():
     assert default_class_map({0: "vehicle"}) == {0: "car"}  # single-class models detect cars
     with pytest.raises(ValueError, match="no class named 'car'"):
         default_class_map({0: "person", 1: "dog"})
+    # a user model with car types: every car-like class, not lorries or buses
+    names = {0: "Car", 1: "pickup_truck", 2: "truck", 3: "Mini-Van", 4: "bus", 5: "SUV"}
+    assert default_class_map(names) == {0: "car", 1: "car", 3: "car", 5: "car"}
+    # 'van' alone is not enough to guess: without a 'car' class the names are ambiguous
+    with pytest.raises(ValueError):
+        default_class_map({0: "van", 1: "person"})
 
 
 @pytest.mark.parametrize("key", ["car_pt", "car_onnx"])
@@ -178,6 +184,30 @@ def test_fixed_size_onnx_uses_its_own_input_size(models, image):
     assert ox.config.imgsz == 320
     assert ox.detect(image)
     assert YoloDetector(DetectorConfig(weights=models["car_pt"], imgsz=640)).config.imgsz == 640
+
+
+def test_rectangular_onnx_runs_at_its_own_shape(models, image, tmp_path):
+    """A 16:9 camera wastes 44 % of a square input on padding; a (height, width) ONNX does not, and
+    gives the boxes the .pt gives when ultralytics letterboxes the same frame to the same shape."""
+    import shutil
+
+    from ultralytics import YOLO
+
+    pt_copy = tmp_path / "car.pt"
+    shutil.copyfile(models["car_pt"], pt_copy)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        rect = Path(YOLO(str(pt_copy), task="detect").export(format="onnx", imgsz=(256, 320), simplify=False,
+                                                              verbose=False))
+    ox = YoloDetector(DetectorConfig(weights=rect, imgsz=640, conf=0.5))
+    assert ox.input_hw == (256, 320)
+    wide = cv2.resize(image, (400, 320))  # letterboxed to 320 x 256 exactly, no padding
+    a = YoloDetector(DetectorConfig(weights=models["car_pt"], imgsz=320, conf=0.5)).detect(wide)
+    b = ox.detect(wide)
+    assert a and abs(len(a) - len(b)) <= 1
+    assert np.allclose(a[0].box_xyxy, b[0].box_xyxy, atol=3.0)
+    with pytest.raises(ValueError):
+        DetectorConfig(weights="x.pt", imgsz=(16, 320))
 
 
 def test_class_filter_and_mapping(models, image):

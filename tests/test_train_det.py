@@ -25,3 +25,21 @@ def test_train_det_cli_trains_exports_and_loads(pose_scenes, tmp_path):
     assert det.config.imgsz == 128 and det.classes == {0: "car"}
     dets = det.detect(np.zeros((240, 320, 3), np.uint8))
     assert all(0 <= d.box_xyxy[0] < d.box_xyxy[2] <= 320 for d in dets)
+
+
+def test_onnx_warm_start_reproduces_the_exported_model(pose_scenes, tmp_path):
+    """The shipped detector exists only as ONNX (BatchNorm folded); a new run starts from it."""
+    from training.detector.warm_start import max_output_difference, onnx_to_pt
+
+    out, onnx = tmp_path / "det", tmp_path / "det.onnx"
+    assert main([str(pose_scenes), "--out", str(out), "--epochs", "1", "--imgsz", "128", "--batch", "4",
+                 "--workers", "0", "--export", str(onnx)]) == 0
+    pt = onnx_to_pt(onnx, tmp_path / "back.pt")
+    # boxes are in input pixels (0..128); the .pt stores FP16, hence a small tolerance
+    assert max_output_difference(onnx, pt, size=128) < 0.5
+    # and training goes on from it: a rectangular export for wide cameras
+    out2, onnx2 = tmp_path / "det2", tmp_path / "det2.onnx"
+    assert main([str(pose_scenes), "--out", str(out2), "--epochs", "1", "--imgsz", "128", "--batch", "4",
+                 "--workers", "0", "--init", str(onnx), "--export", str(onnx2), "--export-hw", "96", "128"]) == 0
+    det = YoloDetector(DetectorConfig(weights=onnx2, conf=0.001))
+    assert det.input_hw == (96, 128)

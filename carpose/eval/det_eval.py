@@ -28,6 +28,7 @@ import numpy as np
 from tqdm import tqdm
 
 from carpose.eval.azimuth_report import DEFAULT_MIN_HEIGHT, azimuth_summary, format_azimuth_summary
+from carpose.eval.det_sheet import FrameVerdict, save_frames_sheet
 from carpose.eval.error_sheet import ErrorCase, save_worst_errors_sheet
 from carpose.eval.kitti import KittiObject, kitti_pairs, parse_kitti_label
 from carpose.eval.scoring import FrameMatch, detection_report, match_frame, matched_azimuth_errors
@@ -60,19 +61,28 @@ def _at_conf(m: FrameMatch, conf: float) -> FrameMatch:
 
 def evaluate_folder(root: str | Path, pipe: Pipeline, conf: float, types: tuple[str, ...] = ("Car",),
                     min_height: float = 15.0, progress: bool = True, images: str | Path | None = None,
-                    tall: float = 40.0, pose_tall: float = DEFAULT_MIN_HEIGHT) -> dict:
-    """Detection and matched-car azimuth figures of one KITTI folder; see the module docstring."""
+                    tall: float = 40.0, pose_tall: float = DEFAULT_MIN_HEIGHT, frames: slice | None = None) -> dict:
+    """Detection and matched-car azimuth figures of one KITTI folder; see the module docstring.
+    ``frames`` keeps a slice of the frames in name order (e.g. the ones never used as backgrounds)."""
     matches: dict[str, list[FrameMatch]] = {"all": [], "tall": []}
     heights, found = [], []  # every labelled car of ``types``: box height, detected at conf
     err, true, sure, hpx, cases = [], [], [], [], []
     n_frames = 0
-    for img_path, lab_path in tqdm(kitti_pairs(root, images), desc="det-eval", disable=not progress, leave=False):
+    det_ms: list[float] = []
+    verdicts: list[FrameVerdict] = []
+    pairs = kitti_pairs(root, images)
+    if frames is not None:
+        pairs = pairs[frames]
+        if not pairs:
+            raise ValueError(f"frame range {frames.start}:{frames.stop} selects no frame of {root}")
+    for img_path, lab_path in tqdm(pairs, desc="det-eval", disable=not progress, leave=False):
         img = cv2.imread(str(img_path), cv2.IMREAD_COLOR)
         if img is None:
             raise ValueError(f"{img_path}: unreadable image")
         n_frames += 1
         objs = parse_kitti_label(lab_path)
         res = pipe.process(img)
+        det_ms.append(res.timings_ms.get("detect", float("nan")))
         boxes = np.array([c.box_xyxy for c in res.cars], np.float64).reshape(-1, 4)
         scores = np.array([c.score for c in res.cars], np.float64)
         pred_az = np.array([c.azimuth_deg for c in res.cars], np.float64)
@@ -86,6 +96,11 @@ def evaluate_folder(root: str | Path, pipe: Pipeline, conf: float, types: tuple[
         found += [j in hit for j in range(len(cars))]
         # Azimuth on the cars found at the operating threshold (pose on the detector's crop).
         mc = _at_conf(m, conf)
+        keep = scores >= conf
+        hit_all = set(m.gt_index[(m.outcome == 1) & keep].tolist())
+        verdicts.append(FrameVerdict(img_path, boxes[keep], scores[keep], m.outcome[keep], pred_az[keep],
+                                     _boxes([objs[i] for i in gt]), np.array([j in hit_all for j in range(len(gt))],
+                                                                            bool)))
         e = matched_azimuth_errors(mc, pred_az, np.array([objs[i].azimuth_deg for i in gt]))
         for k, p in enumerate(np.flatnonzero(mc.outcome == 1)):
             line = gt[int(mc.gt_index[p])]
@@ -104,11 +119,14 @@ def evaluate_folder(root: str | Path, pipe: Pipeline, conf: float, types: tuple[
         sel = (h >= lo) & (h < hi)
         by_height.append({"from_px": lo, "to_px": None if math.isinf(hi) else hi, "gt": int(sel.sum()),
                           "found": int(f[sel].sum()), "recall": float(f[sel].mean()) if sel.any() else None})
+    ms = np.asarray(det_ms[1:] if len(det_ms) > 1 else det_ms)  # the first frame pays for warm-up
     summary = {"frames": n_frames, "min_height_px": min_height, **reps["all"].to_dict(),
+               "detect_ms": {"median": float(np.median(ms)), "mean": float(ms.mean())} if len(ms) else None,
                "tall": {"min_height_px": tall, **reps["tall"].to_dict()},
                "recall_by_height": by_height,
                "azimuth_on_matched": azimuth_summary(err, true, sure, hpx, pose_tall)}
-    return {"summary": summary, "curve": reps["all"].curve, "curve_tall": reps["tall"].curve, "cases": cases}
+    return {"summary": summary, "curve": reps["all"].curve, "curve_tall": reps["tall"].curve, "cases": cases,
+            "verdicts": verdicts}
 
 
 def format_detection(s: dict) -> str:
@@ -163,7 +181,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--det-classes", help="e.g. '2:car' for COCO weights")
     p.add_argument("--pose-model", default=str(DEFAULT_POSE_MODEL))
     p.add_argument("--conf", type=float, default=0.35, help="operating threshold for precision/recall")
-    p.add_argument("--imgsz", type=int, default=640)
+    p.add_argument("--imgsz", type=int, default=640, help="detector input side (a fixed-size ONNX uses its own)")
+    p.add_argument("--frames", help="A:B: only frames A..B-1 in name order (e.g. 25:50, never used as backgrounds)")
+    p.add_argument("--baseline", help="det_eval.json of an earlier model: its PR curves are drawn beside")
     p.add_argument("--types", default="Car")
     p.add_argument("--min-height", type=float, default=15.0, help="smaller cars are ignore regions (px)")
     p.add_argument("--tall", type=float, default=40.0, help="second detection row: cars at least this tall (px)")
@@ -180,15 +200,20 @@ def main(argv: list[str] | None = None) -> int:
         pipe = Pipeline(PipelineConfig(pose_model=args.pose_model, detector_weights=args.det_model,
                                        detector_classes=parse_classes(args.det_classes), det_conf=0.01,
                                        det_imgsz=args.imgsz, max_cars=100))
+        frames = None
+        if args.frames:
+            a, _, b = args.frames.partition(":")
+            frames = slice(int(a) if a else None, int(b) if b else None)
         r = evaluate_folder(args.folder, pipe, args.conf, tuple(args.types.split(",")), args.min_height,
-                            not args.quiet, args.images, args.tall, args.pose_tall)
+                            not args.quiet, args.images, args.tall, args.pose_tall, frames)
     except (FileNotFoundError, ValueError) as exc:
         print(f"carpose-det-eval: error: {exc}", file=sys.stderr)
         return 2
     s = r["summary"]
     name = Path(args.folder).name
     print(f"{s['frames']} frames of {name}: precision {s['precision']:.3f}, recall {s['recall']:.3f} at conf "
-          f"{args.conf}, AP@0.5 {s['ap50']:.3f} (TP {s['tp']}, FP {s['fp']}, FN {s['fn']})")
+          f"{args.conf}, AP@0.5 {s['ap50']:.3f} (TP {s['tp']}, FP {s['fp']}, FN {s['fn']}); detector "
+          f"{s['detect_ms']['median']:.1f} ms/frame (median, input {pipe.detector.input_hw})")
     print()
     print(format_detection(s))
     print()
@@ -196,10 +221,16 @@ def main(argv: list[str] | None = None) -> int:
     if args.out:
         out = Path(args.out)
         out.mkdir(parents=True, exist_ok=True)
-        (out / "det_eval.json").write_text(json.dumps(s, indent=1))
-        plot_pr({f"cars >= {args.min_height:g} px": r["curve"], f"cars >= {args.tall:g} px": r["curve_tall"]},
-                out / "det_pr.png", f"{Path(args.det_model).name} on {name}", args.conf)
-        written = [out / "det_eval.json", out / "det_pr.png"]
+        (out / "det_eval.json").write_text(json.dumps({**s, "curve": r["curve"], "curve_tall": r["curve_tall"]},
+                                                      indent=1))
+        curves = {f"cars >= {args.min_height:g} px": r["curve"], f"cars >= {args.tall:g} px": r["curve_tall"]}
+        if args.baseline:
+            old = json.loads(Path(args.baseline).read_text())
+            curves |= {f"before, {k}": old[c] for k, c in zip(curves, ("curve", "curve_tall"), strict=True) if c in old}
+        plot_pr(curves, out / "det_pr.png", f"{Path(args.det_model).name} on {name}", args.conf)
+        sheet = save_frames_sheet(r["verdicts"], out / "det_frames.png",
+                                  title=f"{Path(args.det_model).name}, conf {args.conf}")
+        written = [out / "det_eval.json", out / "det_pr.png", sheet]
         if r["cases"]:
             written.append(save_worst_errors_sheet(r["cases"], out / "det_worst.png", count=args.worst,
                                                    title=f"{Path(args.pose_model).name} on {name}, "

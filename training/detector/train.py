@@ -25,27 +25,49 @@ from training.dataset.export import export_yolo
 
 
 def train_detector(scenes: str | Path, out: str | Path, epochs: int, imgsz: int, batch: int, workers: int,
-                   device: str, arch: str = "yolo11n.yaml", seed: int = 0, fraction: float = 1.0) -> Path:
-    """Train; return the path of the best .pt weights."""
+                   device: str, arch: str = "yolo11n.yaml", seed: int = 0, fraction: float = 1.0,
+                   init: str | Path | None = None, hours: float | None = None, resume: bool = False) -> Path:
+    """Train; return the path of the final .pt weights (``last.pt``: the synthetic validation split
+    that ultralytics' ``best.pt`` is chosen on says little about real frames).
+
+    ``init``: start from these weights (a ``.pt``, or an exported ``.onnx`` such as the shipped
+    detector, converted by training.detector.warm_start) instead of random ones. ``hours``: train
+    for this long (ultralytics' ``time``; the learning-rate schedule fits the time and ``epochs``
+    is ignored), so a run fits a session. ``resume``: continue ``<out>/train/weights/last.pt``
+    after an interruption, with its own settings."""
     from ultralytics import YOLO
 
     out = Path(out).resolve()
+    last = out / "train" / "weights" / "last.pt"
+    if resume:
+        if not last.exists():
+            raise FileNotFoundError(f"nothing to resume: {last} does not exist")
+        YOLO(str(last)).train(resume=True)
+        return last
     data_dir = out / "yolo_data"
     if not (data_dir / "data.yaml").exists():
         export_yolo(scenes, data_dir)
-    model = YOLO(arch)  # builds from the packaged architecture file: no download
+    start = arch
+    if init is not None:
+        start = str(init)
+        if Path(init).suffix.lower() == ".onnx":
+            from training.detector.warm_start import onnx_to_pt
+
+            start = str(onnx_to_pt(init, out / "init_from_onnx.pt", arch))
+    model = YOLO(start)  # an architecture file builds random weights: no download
+    extra = {"time": hours} if hours else {}
     model.train(data=str(data_dir / "data.yaml"), epochs=epochs, imgsz=imgsz, batch=batch, workers=workers,
-                device=device, project=str(out), name="train", exist_ok=True, pretrained=False, seed=seed,
-                plots=False, amp=device != "cpu", cache="ram", patience=max(10, epochs), fraction=fraction,
-                close_mosaic=max(1, epochs // 5), verbose=False)
-    best = out / "train" / "weights" / "best.pt"
-    if not best.exists():
-        raise RuntimeError(f"ultralytics wrote no {best}")
-    return best
+                device=device, project=str(out), name="train", exist_ok=True, pretrained=init is not None,
+                seed=seed, plots=False, amp=device != "cpu", cache="ram", patience=max(10, epochs),
+                fraction=fraction, close_mosaic=max(1, epochs // 5), verbose=False, **extra)
+    if not last.exists():
+        raise RuntimeError(f"ultralytics wrote no {last}")
+    return last
 
 
-def export_onnx(weights: str | Path, dest: str | Path, imgsz: int) -> Path:
-    """ONNX at a fixed square input (letterboxed by ultralytics at predict time), NMS outside."""
+def export_onnx(weights: str | Path, dest: str | Path, imgsz: int | tuple[int, int]) -> Path:
+    """ONNX at a fixed input, a side or (height, width) (letterboxed by ultralytics at predict
+    time), NMS outside."""
     from ultralytics import YOLO
 
     model = YOLO(str(weights))
@@ -70,19 +92,25 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--device", default="cpu")
     p.add_argument("--arch", default="yolo11n.yaml", help="ultralytics architecture file (random init)")
     p.add_argument("--fraction", type=float, default=1.0, help="fraction of the training images to use")
-    p.add_argument("--export", help="also export the best weights to this ONNX path")
+    p.add_argument("--init", help="start from these weights (.pt, or an exported .onnx like models/carpose_det.onnx)")
+    p.add_argument("--hours", type=float, help="train for this long instead of --epochs (fits the LR schedule)")
+    p.add_argument("--resume", action="store_true", help="continue <out>/train/weights/last.pt")
+    p.add_argument("--export", help="also export the final weights to this ONNX path")
+    p.add_argument("--export-hw", type=int, nargs=2, metavar=("H", "W"),
+                   help="export a rectangular input (e.g. 384 640 for 16:9 cameras) instead of --imgsz square")
     args = p.parse_args(argv)
     t0 = time.time()
     try:
         best = train_detector(args.scenes, args.out, args.epochs, args.imgsz, args.batch, args.workers,
-                              args.device, args.arch, fraction=args.fraction)
+                              args.device, args.arch, fraction=args.fraction, init=args.init, hours=args.hours,
+                              resume=args.resume)
     except (FileNotFoundError, ValueError) as exc:
         print(f"carpose-train-det: error: {exc}", file=sys.stderr)
         return 2
     info = {"weights": str(best), "train_minutes": round((time.time() - t0) / 60, 1), "epochs": args.epochs,
             "imgsz": args.imgsz, "arch": args.arch, "scenes": str(args.scenes)}
     if args.export:
-        info["onnx"] = str(export_onnx(best, args.export, args.imgsz))
+        info["onnx"] = str(export_onnx(best, args.export, tuple(args.export_hw) if args.export_hw else args.imgsz))
     (Path(args.out) / "det_train.json").write_text(json.dumps(info, indent=1))
     print(json.dumps(info))
     return 0

@@ -108,6 +108,19 @@ class BackgroundSource:
     def sample(self, rng: np.random.Generator, height: int, width: int) -> np.ndarray:
         return self.sample_with_region(rng, height, width)[0]
 
+    def sample_frame(self, rng: np.random.Generator, height: int, width: int) -> np.ndarray:
+        """A whole road photo (zoomed in up to 15 %, mirrored half the time) for a road scene, whose
+        ground plane and horizon then match the rendered street's; its labelled cars are inpainted
+        away (for a detector an inpainted smear is just more background, unlike for the pose CNN).
+        Procedural road backgrounds for ``procedural_fraction`` of the draws or without photos."""
+        if self.photos and not (self.procedural_fraction and rng.uniform() < self.procedural_fraction):
+            for _ in range(8):
+                path = self.photos[int(rng.integers(len(self.photos)))]
+                img = self._photo(path)
+                if img is not None:
+                    return frame_without_cars(img, self.boxes.get(path) if self.boxes else None, rng, height, width)
+        return procedural_background(rng, height, width)
+
     def sample_with_region(self, rng: np.random.Generator, height: int, width: int
                            ) -> tuple[np.ndarray, tuple[Path, np.ndarray] | None]:
         """A background and where it came from: (photo, crop box x1 y1 x2 y2) or None (procedural)."""
@@ -131,6 +144,29 @@ class BackgroundSource:
             if len(self.unreadable) == len(self.photos):
                 raise ValueError(f"none of the {len(self.photos)} background images can be read")
         return procedural_background(rng, height, width), None
+
+
+def frame_without_cars(img: np.ndarray, boxes: np.ndarray | None, rng: np.random.Generator, height: int,
+                       width: int) -> np.ndarray:
+    """``img`` resized to ``width`` x ``height`` (a random crop of that aspect, 87-100 % of the
+    frame, so the horizon stays near where the camera puts it), the ``boxes`` inpainted, mirrored
+    with probability 0.5."""
+    ih, iw = img.shape[:2]
+    zoom = float(rng.uniform(0.87, 1.0))
+    ch = min(ih, int(round(min(iw * height / width, ih) * zoom)))
+    cw = min(iw, int(round(ch * width / height)))
+    x0, y0 = int(rng.integers(0, iw - cw + 1)), int(rng.integers(0, ih - ch + 1))
+    out = cv2.resize(img[y0:y0 + ch, x0:x0 + cw], (width, height), interpolation=cv2.INTER_AREA)
+    if boxes is not None and len(boxes):
+        sx, sy = width / cw, height / ch
+        mask = np.zeros((height, width), np.uint8)
+        for x1, y1, x2, y2 in np.asarray(boxes, np.float64):
+            mx, my = 0.1 * (x2 - x1) + 2, 0.1 * (y2 - y1) + 2
+            cv2.rectangle(mask, (int((x1 - x0 - mx) * sx), int((y1 - y0 - my) * sy)),
+                          (int((x2 - x0 + mx) * sx), int((y2 - y0 + my) * sy)), 255, -1)
+        if mask.any():
+            out = cv2.inpaint(out, mask, 5, cv2.INPAINT_TELEA)
+    return np.ascontiguousarray(out[:, ::-1]) if rng.uniform() < 0.5 else out
 
 
 def boxes_overlap(a: np.ndarray, boxes: np.ndarray, margin: float = 0.0) -> bool:

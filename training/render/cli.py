@@ -66,7 +66,13 @@ def _job(args: argparse.Namespace, kind: str) -> int:
     cfg = RenderConfig(crop=CropSpec(size=getattr(args, "size", 128)), interference=inter,
                        background_labels=args.background_labels, procedural_backgrounds=args.procedural_backgrounds,
                        **look)
-    scfg = SceneConfig(width=args.width, height=args.height, max_cars=args.max_cars) if kind == "scenes" else None
+    scfg = None
+    if kind == "scenes":
+        from training.render.scenes import ROAD_CAMERA
+
+        road = ROAD_CAMERA if args.layout == "road" else {}
+        scfg = SceneConfig(width=args.width, height=args.height, max_cars=args.max_cars, layout=args.layout,
+                           negatives=args.negatives, negative_dirs=tuple(args.negative_models or ()), **road)
     out = run_job(kind, args.out, args.count, spec, cfg, scfg=scfg, backgrounds=args.backgrounds,
                   seed=args.seed, workers=args.workers, block_size=args.block_size,
                   overwrite=args.overwrite, progress=not args.quiet, ray=args.ray)
@@ -86,6 +92,12 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--width", type=int, default=640)
     s.add_argument("--height", type=int, default=480)
     s.add_argument("--max-cars", type=int, default=6)
+    s.add_argument("--layout", choices=("random", "road"), default="random",
+                   help="road: kerb rows, lots and traffic in a road camera's perspective on whole road frames")
+    s.add_argument("--negatives", type=int, default=0,
+                   help="road layout: up to N unlabelled non-cars per scene (lorries, poles, fences, trees...)")
+    s.add_argument("--negative-models", action="append", metavar="DIR",
+                   help="mesh folder of extra negatives, e.g. ../shared/distractors (repeatable)")
     pv = sub.add_parser("preview", help="contact sheet PNG with labels drawn on")
     pv.add_argument("dataset")
     pv.add_argument("--out", help="PNG path (default: <dataset>_preview.png)")

@@ -140,7 +140,13 @@ def _init_worker(kind: str, spec: ModelSpec, cfg: RenderConfig, scfg: SceneConfi
                                        procedural_fraction=cfg.procedural_backgrounds,
                                        bottom_margin=cfg.background_bottom_margin if cfg.background_labels else 0.0)
           if backgrounds else BackgroundSource.procedural())
-    _W.update(kind=kind, models=models, cfg=cfg, scfg=scfg, renderer=renderer, bg=bg, seed=seed, store=store)
+    negatives = []
+    if scfg is not None and scfg.negatives > 0:
+        from training.render.negatives import load_negatives
+
+        negatives = load_negatives(scfg.negative_dirs, seed=seed)
+    _W.update(kind=kind, models=models, cfg=cfg, scfg=scfg, renderer=renderer, bg=bg, seed=seed, store=store,
+              negatives=negatives)
 
 
 def _render_block(b: int) -> int:
@@ -167,7 +173,7 @@ def _block_arrays(b: int) -> dict:
             arrays[FRAME_PREFIX + k] = np.asarray([getattr(s, k) for s in samples], dtype=dtype)
     else:
         scenes = [make_scene(sample_rng(_W["seed"], i), _W["models"], _W["renderer"], _W["bg"], _W["cfg"],
-                             _W["scfg"]) for i in rows]
+                             _W["scfg"], _W["negatives"]) for i in rows]
         counts = np.array([len(s.cars["model_id"]) for s in scenes], dtype=np.int32)
         arrays = {FRAME_PREFIX + "images": np.stack([s.image for s in scenes]),
                   FRAME_PREFIX + "K": np.stack([s.K for s in scenes]),

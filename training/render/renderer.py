@@ -230,6 +230,20 @@ class CarRenderer:
             seg = _seg_index(seg_rgb, len(cars))
         return result, seg
 
+    def silhouette_pixels(self, model: CarModel, pose: np.ndarray, camera_pose: np.ndarray, K: np.ndarray,
+                          width: int, height: int) -> int:
+        """Pixels the car covers when rendered alone (a flat segmentation pass, no shading): the
+        denominator of a car's visible fraction in a crowded scene."""
+        scene = pyrender.Scene(bg_color=(0.0, 0.0, 0.0, 0.0))
+        meshes, _ = self._pyrender_meshes(model, 0)
+        nodes = [scene.add(m, pose=pose) for m in meshes]
+        cam = pyrender.IntrinsicsCamera(fx=K[0, 0], fy=K[1, 1], cx=K[0, 2], cy=K[1, 2], znear=0.05, zfar=1000.0)
+        scene.add(cam, pose=camera_pose)
+        r = self._renderer
+        r.viewport_width, r.viewport_height = width, height
+        seg_rgb, _ = r.render(scene, flags=pyrender.RenderFlags.SEG, seg_node_map={n: _seg_color(0) for n in nodes})
+        return int((_seg_index(seg_rgb, 1) == 0).sum())
+
     @staticmethod
     def _add_lights(scene: pyrender.Scene, lighting: Lighting, camera_pose: np.ndarray) -> None:
         key_pos = camera_position(lighting.key_azimuth_deg, lighting.key_elevation_deg, 10.0)

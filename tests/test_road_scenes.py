@@ -1,0 +1,83 @@
+"""Road scenes for the detector: kerb rows, lots, traffic and unlabelled negatives (real renders)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from training.cars.procedural import generate_fleet
+from training.render.backgrounds import BackgroundSource, frame_without_cars
+from training.render.negatives import KERB_KINDS, VEHICLE_KINDS, VERGE_KINDS, procedural_negatives
+from training.render.scenes import ROAD_CAMERA, SceneConfig, make_scene, place_road
+
+
+@pytest.fixture(scope="module")
+def fleet():
+    return generate_fleet(6, seed=3)
+
+
+def test_negatives_cover_every_kind_and_stand_on_the_ground():
+    negs = procedural_negatives(count_per_kind=2, seed=1)
+    kinds = {m.meta["kind"] for m in negs}
+    assert kinds == set(VEHICLE_KINDS + KERB_KINDS + VERGE_KINDS)
+    for m in negs:
+        lo, hi = m.bounds
+        assert abs(lo[2]) < 1e-6 and hi[2] > 0.5, m.name  # on z=0, taller than a kerb
+    lorry = next(m for m in negs if m.meta["kind"] == "lorry")
+    assert lorry.extents[2] > 2.5 and lorry.extents[0] > 5.0  # taller and longer than any car
+
+
+def test_place_road_rows_in_view_without_overlap(fleet):
+    negs = procedural_negatives(2, seed=0)
+    scfg = SceneConfig(layout="road", max_cars=14, negatives=4, **ROAD_CAMERA)
+    half = math.radians(32.0)
+    n_cars, n_negs, parked_pairs = 0, 0, 0
+    for seed in range(40):
+        placed = place_road(np.random.default_rng(seed), fleet, negs, scfg, half)
+        cars = [p for p in placed if not p.negative]
+        n_cars += len(cars)
+        n_negs += len(placed) - len(cars)
+        assert len(cars) <= 14
+        for p in placed:
+            assert p.x > 3.0 and abs(math.atan2(p.y, p.x)) < half + math.radians(4.01)
+            assert p.x < scfg.distance_m[1] * 1.06
+        # parked rows: neighbours one car length apart along the road, not on top of each other
+        for a in cars:
+            for b in cars:
+                if a is not b:
+                    assert math.hypot(a.x - b.x, a.y - b.y) > 2.0
+            parked_pairs += sum(1 for b in cars if b is not a and abs(a.y - b.y) < 0.8 and 3.5 < abs(a.x - b.x) < 9)
+    assert n_cars / 40 > 4 and n_negs > 20 and parked_pairs > 40
+
+
+def test_frame_without_cars_inpaints_the_labelled_boxes():
+    rng = np.random.default_rng(0)
+    img = np.full((90, 160, 3), 100, np.uint8)
+    img[30:60, 40:80] = 250  # a bright "car"
+    out = frame_without_cars(img, np.array([[40, 30, 80, 60]]), np.random.default_rng(1), 45, 80)
+    assert out.shape == (45, 80, 3)
+    assert out.max() < 200  # the car is gone at any zoom / mirror
+    kept = frame_without_cars(img, None, rng, 45, 80)
+    assert kept.max() > 240
+
+
+def test_road_scene_labels_only_cars(fleet):
+    pytest.importorskip("pyrender")
+    from training.render.renderer import CarRenderer
+    from training.render.sampling import RenderConfig
+
+    negs = procedural_negatives(1, seed=0)
+    scfg = SceneConfig(width=320, height=180, layout="road", max_cars=6, negatives=3, **ROAD_CAMERA)
+    with CarRenderer(320, 180) as r:
+        for seed in range(3):
+            s = make_scene(np.random.default_rng(seed), fleet, r, BackgroundSource.procedural(), RenderConfig(),
+                           scfg, negs)
+            n = len(s.cars["model_id"])
+            assert s.image.shape == (180, 320, 3) and n >= 1
+            assert all(0 <= m < len(fleet) for m in s.cars["model_id"])
+            vis = s.cars["visible_fraction"]
+            assert np.all((vis >= 0) & (vis <= 1.0001))
+            boxes = s.cars["bbox"][vis > 0]
+            assert np.all(boxes[:, 2] > boxes[:, 0]) and np.all(boxes[:, 3] <= 180)
