@@ -213,8 +213,15 @@ def test_carpose_det_eval_reads_a_real_style_set_with_one_command(kitti_set, tmp
     assert s["ap50"] > 0.3 and s["tp"] > 0
     az = s["azimuth_on_matched"]
     assert az["all"]["n"] == s["tp"] and az["sure"]["n"] <= s["tp"]
-    for name in ("det_pr.png", "det_worst.png"):
+    for name in ("det_pr.png", "det_worst.png", "det_frames.png"):
         assert cv2.imread(str(tmp_path / "det" / name)) is not None
+    assert s["detect_ms"]["median"] > 0 and s["curve"]["ap"] == pytest.approx(s["ap50"])
+    # a frame range, with the first run's curves drawn as the "before"
+    assert main([str(root), "--images", str(images), "--frames", "1:3", "--out", str(tmp_path / "det2"),
+                 "--baseline", str(tmp_path / "det" / "det_eval.json"), "--quiet"]) == 0
+    s2 = json.loads((tmp_path / "det2" / "det_eval.json").read_text())
+    assert s2["frames"] == 2 and s2["tp"] + s2["fn"] < s["tp"] + s["fn"]
+    assert main([str(root), "--images", str(images), "--frames", "9:", "--quiet"]) == 2  # selects nothing
 
 
 # --- the real set (skips without ../shared or the hand labels) -----------------------------------------

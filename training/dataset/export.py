@@ -24,8 +24,9 @@ def _keep(box: np.ndarray, visible: float) -> bool:
     return visible >= MIN_VISIBLE_FRACTION and (box[3] - box[1]) >= MIN_BOX_HEIGHT_PX
 
 
-def export_yolo(scenes: str | Path, out_dir: str | Path, val_fraction: float = 0.1) -> Path:
-    """images/{train,val}/*.jpg + labels/{train,val}/*.txt (class 0 = car) + data.yaml."""
+def export_yolo(scenes: str | Path, out_dir: str | Path, val_fraction: float = 0.1, prefix: str = "") -> Path:
+    """images/{train,val}/*.jpg + labels/{train,val}/*.txt (class 0 = car) + data.yaml. ``prefix``
+    starts every file name, so several scenes files can be exported into one folder."""
     out = Path(out_dir)
     with CarposeDataset(scenes) as ds:
         # At least one validation frame when there are two or more: ultralytics refuses an empty val set.
@@ -35,7 +36,7 @@ def export_yolo(scenes: str | Path, out_dir: str | Path, val_fraction: float = 0
             (out / "images" / part).mkdir(parents=True, exist_ok=True)
             (out / "labels" / part).mkdir(parents=True, exist_ok=True)
             h, w = img.shape[:2]
-            cv2.imwrite(str(out / "images" / part / f"{i:06d}.jpg"), cv2.cvtColor(img, cv2.COLOR_RGB2BGR))
+            cv2.imwrite(str(out / "images" / part / f"{prefix}{i:06d}.jpg"), cv2.cvtColor(img, cv2.COLOR_RGB2BGR))
             cars = ds.cars_of_frame(i)
             lines = []
             for box, vis in zip(cars["bbox"], cars["visible_fraction"], strict=True):
@@ -43,7 +44,7 @@ def export_yolo(scenes: str | Path, out_dir: str | Path, val_fraction: float = 0
                     x1, y1, x2, y2 = box
                     lines.append(f"0 {(x1 + x2) / 2 / w:.6f} {(y1 + y2) / 2 / h:.6f} {(x2 - x1) / w:.6f} "
                                  f"{(y2 - y1) / h:.6f}")
-            (out / "labels" / part / f"{i:06d}.txt").write_text("\n".join(lines) + ("\n" if lines else ""))
+            (out / "labels" / part / f"{prefix}{i:06d}.txt").write_text("\n".join(lines) + ("\n" if lines else ""))
     val_dir = "images/val" if n_val else "images/train"  # a one-frame set validates on itself
     (out / "data.yaml").write_text(f"path: {out.resolve()}\ntrain: images/train\nval: {val_dir}\n"
                                    "names:\n  0: car\n")

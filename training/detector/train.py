@@ -24,7 +24,7 @@ import carpose.detect  # noqa: F401  (makes ultralytics offline before it is imp
 from training.dataset.export import export_yolo
 
 
-def train_detector(scenes: str | Path, out: str | Path, epochs: int, imgsz: int, batch: int, workers: int,
+def train_detector(scenes: str | Path | list, out: str | Path, epochs: int, imgsz: int, batch: int, workers: int,
                    device: str, arch: str = "yolo11n.yaml", seed: int = 0, fraction: float = 1.0,
                    init: str | Path | None = None, hours: float | None = None, resume: bool = False) -> Path:
     """Train; return the path of the final .pt weights (``last.pt``: the synthetic validation split
@@ -45,8 +45,12 @@ def train_detector(scenes: str | Path, out: str | Path, epochs: int, imgsz: int,
         YOLO(str(last)).train(resume=True)
         return last
     data_dir = out / "yolo_data"
-    if not (data_dir / "data.yaml").exists():
-        export_yolo(scenes, data_dir)
+    done = data_dir / "exported"  # written after the last file: a cut-off export starts again
+    if not done.exists():
+        files = [scenes] if isinstance(scenes, (str, Path)) else list(scenes)
+        for k, f in enumerate(files):
+            export_yolo(f, data_dir, prefix=f"s{k}_" if len(files) > 1 else "")
+        done.write_text("\n".join(str(f) for f in files) + "\n")
     start = arch
     if init is not None:
         start = str(init)
@@ -56,10 +60,15 @@ def train_detector(scenes: str | Path, out: str | Path, epochs: int, imgsz: int,
             start = str(onnx_to_pt(init, out / "init_from_onnx.pt", arch))
     model = YOLO(start)  # an architecture file builds random weights: no download
     extra = {"time": hours} if hours else {}
+    # A warm start is a fine-tuning: a short LR warm-up (ultralytics' default, 3 epochs, would be a
+    # whole CPU run). A timed run re-plans its epoch count after the first epoch, so its last epoch
+    # without mosaic is asked for directly.
+    warmup = 0.3 if init is not None else 3.0
+    close_mosaic = 1 if hours else max(1, epochs // 5)
     model.train(data=str(data_dir / "data.yaml"), epochs=epochs, imgsz=imgsz, batch=batch, workers=workers,
                 device=device, project=str(out), name="train", exist_ok=True, pretrained=init is not None,
                 seed=seed, plots=False, amp=device != "cpu", cache="ram", patience=max(10, epochs),
-                fraction=fraction, close_mosaic=max(1, epochs // 5), verbose=False, **extra)
+                fraction=fraction, close_mosaic=close_mosaic, warmup_epochs=warmup, verbose=False, **extra)
     if not last.exists():
         raise RuntimeError(f"ultralytics wrote no {last}")
     return last
@@ -83,7 +92,7 @@ def export_onnx(weights: str | Path, dest: str | Path, imgsz: int | tuple[int, i
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="carpose-train-det", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("scenes", help="scenes HDF5 file (carpose-render scenes)")
+    p.add_argument("scenes", nargs="+", help="scenes HDF5 file(s) (carpose-render scenes)")
     p.add_argument("--out", required=True, help="run folder")
     p.add_argument("--epochs", type=int, default=30)
     p.add_argument("--imgsz", type=int, default=416)
@@ -108,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"carpose-train-det: error: {exc}", file=sys.stderr)
         return 2
     info = {"weights": str(best), "train_minutes": round((time.time() - t0) / 60, 1), "epochs": args.epochs,
-            "imgsz": args.imgsz, "arch": args.arch, "scenes": str(args.scenes)}
+            "imgsz": args.imgsz, "arch": args.arch, "scenes": [str(s) for s in args.scenes]}
     if args.export:
         info["onnx"] = str(export_onnx(best, args.export, tuple(args.export_hw) if args.export_hw else args.imgsz))
     (Path(args.out) / "det_train.json").write_text(json.dumps(info, indent=1))

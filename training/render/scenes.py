@@ -132,7 +132,8 @@ def place_road(rng: np.random.Generator, models: list[CarModel], negatives: list
     cars scattered at random yaw and missed rows of parked cars. The road may bend a few degrees.
     Negatives stand where such things stand: box vehicles in lanes and kerb slots, poles, bollards
     and barriers on the kerb line, fences and trees behind it. At most ``scfg.max_cars`` cars,
-    nearest rows first; objects must not overlap (footprint circles, rows by construction).
+    nearest rows first; objects must not overlap (footprint circles: half the width in rows and lots,
+    whose spacing along the row is by construction, half the diagonal elsewhere).
     """
     d_lo, d_hi = scfg.distance_m
     heading = math.radians(rng.normal(0.0, 4.0))
@@ -171,29 +172,44 @@ def place_road(rng: np.random.Generator, models: list[CarModel], negatives: list
             if negatives and vehicle_negs and rng.uniform() < 0.06 and scfg.negatives:
                 m = negatives[int(rng.choice(vehicle_negs))]
                 length = float(m.extents[0])
-                add(negatives.index(m), s + length / 2, t - side * 0.3, facing + rng.normal(0, 2), True)
+                add(negatives.index(m), s + length / 2, t - side * 0.3, facing + rng.normal(0, 2), True,
+                    radius=0.5 * float(m.extents[1]) + 0.3)
                 s += length + rng.uniform(0.8, 3.0)
                 continue
             mid = int(rng.integers(len(models)))
             length = float(models[mid].extents[0])
             if rng.uniform() < occupancy and add(mid, s + length / 2, t + rng.normal(0, 0.15),
-                                                 facing + rng.normal(0, 3.0), False):
+                                                 facing + rng.normal(0, 3.0), False,
+                                                 radius=0.5 * float(models[mid].extents[1]) + 0.3):
                 n_cars += 1
             s += length + rng.uniform(0.5, 3.0)
-    # a parking lot beside the road: perpendicular rows
-    if rng.uniform() < 0.25:
+    # a parking lot beside the road: perpendicular or angled rows
+    if rng.uniform() < 0.4:
         side = -1.0 if rng.uniform() < 0.5 else 1.0
         t0 = side * (half_width + rng.uniform(3.0, 10.0))
         s = float(rng.uniform(6.0, 20.0))
+        angle = float(rng.choice([0.0, 45.0, -45.0]))
         for _ in range(int(rng.integers(3, 10))):
             if n_cars >= scfg.max_cars:
                 break
             mid = int(rng.integers(len(models)))
             r = 0.5 * float(models[mid].extents[1]) + 0.2
-            if rng.uniform() < 0.8 and add(mid, s, t0, (90.0 if rng.uniform() < 0.5 else 270.0) + rng.normal(0, 5),
-                                           False, radius=r):
+            yaw = (90.0 if rng.uniform() < 0.5 else 270.0) + angle + rng.normal(0, 5)
+            if rng.uniform() < 0.8 and add(mid, s, t0, yaw, False, radius=r):
                 n_cars += 1
             s += float(rng.uniform(2.5, 3.2))
+    # a cross street ahead: cars seen from the side, parked along it or crossing
+    if rng.uniform() < 0.45:
+        s_cross = float(rng.uniform(10.0, 45.0))
+        for _ in range(int(rng.integers(2, 8))):
+            if n_cars >= scfg.max_cars:
+                break
+            mid = int(rng.integers(len(models)))
+            t = float(rng.uniform(-1.0, 1.0)) * s_cross * math.tan(half_fov)
+            yaw = (90.0 if rng.uniform() < 0.5 else 270.0) + rng.normal(0, 6)
+            if add(mid, s_cross + rng.uniform(-5.0, 5.0), t, yaw, False,
+                   radius=0.5 * float(np.hypot(*models[mid].extents[:2]))):
+                n_cars += 1
     # lane traffic: lead cars ahead, oncoming cars in the left lanes, now and then one turning
     for _ in range(int(rng.integers(0, 5))):
         if n_cars >= scfg.max_cars:
@@ -202,7 +218,7 @@ def place_road(rng: np.random.Generator, models: list[CarModel], negatives: list
         lane = float(rng.choice([1.75, 5.25])) if oncoming else float(rng.choice([0.0, -3.5]))
         if abs(lane) > half_width:
             lane = 1.75 if oncoming else 0.0
-        yaw = (180.0 if oncoming else 0.0) + (rng.uniform(-60, 60) if rng.uniform() < 0.1 else rng.normal(0, 3))
+        yaw = (180.0 if oncoming else 0.0) + (rng.uniform(-90, 90) if rng.uniform() < 0.25 else rng.normal(0, 3))
         s = float(np.exp(rng.uniform(np.log(max(d_lo, 5.0)), np.log(d_hi))))
         mid = int(rng.integers(len(models)))
         if add(mid, s, lane + rng.normal(0, 0.3), yaw, False, radius=0.5 * float(np.hypot(*models[mid].extents[:2]))):
