@@ -10,6 +10,7 @@ exactly what a crop of that car shows.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -22,6 +23,10 @@ from training.render.interference import apply_photometric
 from training.render.lighting import ground_shadow
 from training.render.renderer import CarRenderer, mask_box
 from training.render.sampling import RenderConfig, sample_car_look, sample_lighting
+
+#: The columns :func:`car_labels` fills, in the order the scenes file has always stored them.
+LABEL_FIELDS = ("bbox", "bbox_full", "azimuth_deg", "elevation_deg", "distance_m", "location_cam", "dimensions",
+                "rotation_y", "visible_fraction", "truncation")
 
 
 @dataclass(frozen=True)
@@ -257,9 +262,7 @@ def make_scene(rng: np.random.Generator, models: list[CarModel], renderer: CarRe
     paints = [None if look else paint for look, paint in drawn]
     cars = [(models[m], car_pose_world(x, y, yaw)) for m, x, y, yaw in placements]
     res, seg = renderer.render(cars, cam_pose, K, W, H, lighting, paints=paints, segment=True, looks=looks)
-    rows: dict[str, list] = {k: [] for k in ("model_id", "bbox", "bbox_full", "azimuth_deg", "elevation_deg",
-                                            "distance_m", "location_cam", "dimensions", "rotation_y",
-                                            "visible_fraction", "truncation", "paint_rgb")}
+    rows: dict[str, list] = {k: [] for k in (*LABEL_FIELDS, "model_id", "paint_rgb")}
     for i, ((mid, _, _, _yaw), (model, pose)) in enumerate(zip(placements, cars, strict=True)):
         solo, _ = renderer.render([(model, pose)], cam_pose, K, W, H, lighting, paints=[paints[i]], looks=[looks[i]])
         labels = car_labels(model, pose, cam_pose, K, W, H, seg == i, int(solo.mask.sum()))
@@ -267,14 +270,7 @@ def make_scene(rng: np.random.Generator, models: list[CarModel], renderer: CarRe
         for k, v in labels.items():
             rows[k].append(v)
         rows["paint_rgb"].append(np.round(np.asarray(drawn[i][1]) * 255))
-    shadow = ground_shadow(cars, cam_pose, K, W, H, lighting) if cfg.shadows else None
-    haze = float(rng.uniform(*cfg.haze)) if cfg.haze[1] > 0 else 0.0
-    image = composite(res.color, seg >= 0, backgrounds.sample(rng, H, W), shadow=shadow, haze=haze)
-    if cfg.interference.enabled:
-        image = apply_photometric(image, rng, cfg.interference)
-    columns = {k: np.asarray(v, dtype=SCENE_CAR_FIELDS[k][0]).reshape((len(v), *SCENE_CAR_FIELDS[k][1]))
-               for k, v in rows.items()}
-    return SceneSample(image=image, K=K.astype(np.float32), cars=columns)
+    return _finish(rng, cfg, res.color, seg, cars, cam_pose, K, lighting, backgrounds.sample, rows)
 
 
 def _road_scene(rng: np.random.Generator, models: list[CarModel], negatives: list[CarModel], renderer: CarRenderer,
@@ -290,9 +286,7 @@ def _road_scene(rng: np.random.Generator, models: list[CarModel], negatives: lis
     looks = [look for look, _ in drawn]
     paints = [None if (look or p.negative) else paint for (look, paint), p in zip(drawn, placed, strict=True)]
     res, seg = renderer.render(objects, cam_pose, K, W, H, lighting, paints=paints, segment=True, looks=looks)
-    rows: dict[str, list] = {k: [] for k in ("model_id", "bbox", "bbox_full", "azimuth_deg", "elevation_deg",
-                                            "distance_m", "location_cam", "dimensions", "rotation_y",
-                                            "visible_fraction", "truncation", "paint_rgb")}
+    rows: dict[str, list] = {k: [] for k in (*LABEL_FIELDS, "model_id", "paint_rgb")}
     for i, p in enumerate(placed):
         if p.negative:
             break
@@ -304,9 +298,17 @@ def _road_scene(rng: np.random.Generator, models: list[CarModel], negatives: lis
         for k, v in labels.items():
             rows[k].append(v)
         rows["paint_rgb"].append(np.round(np.asarray(drawn[i][1]) * 255))
+    return _finish(rng, cfg, res.color, seg, objects, cam_pose, K, lighting, backgrounds.sample_frame, rows)
+
+
+def _finish(rng: np.random.Generator, cfg: RenderConfig, color: np.ndarray, seg: np.ndarray,
+            objects: list[tuple[CarModel, np.ndarray]], cam_pose: np.ndarray, K: np.ndarray, lighting,
+            background: Callable[[np.random.Generator, int, int], np.ndarray], rows: dict[str, list]) -> SceneSample:
+    """Shadows, haze, the background, photometric interference; the label rows as typed columns."""
+    H, W = seg.shape
     shadow = ground_shadow(objects, cam_pose, K, W, H, lighting) if cfg.shadows and objects else None
     haze = float(rng.uniform(*cfg.haze)) if cfg.haze[1] > 0 else 0.0
-    image = composite(res.color, seg >= 0, backgrounds.sample_frame(rng, H, W), shadow=shadow, haze=haze)
+    image = composite(color, seg >= 0, background(rng, H, W), shadow=shadow, haze=haze)
     if cfg.interference.enabled:
         image = apply_photometric(image, rng, cfg.interference)
     columns = {k: np.asarray(v, dtype=SCENE_CAR_FIELDS[k][0]).reshape((len(v), *SCENE_CAR_FIELDS[k][1]))
