@@ -28,7 +28,8 @@ def train_detector(scenes: str | Path | list, out: str | Path, epochs: int, imgs
                    device: str, arch: str = "yolo11n.yaml", seed: int = 0, fraction: float = 1.0,
                    init: str | Path | None = None, hours: float | None = None, resume: bool = False) -> Path:
     """Train; return the path of the final .pt weights (``last.pt``: the synthetic validation split
-    that ultralytics' ``best.pt`` is chosen on says little about real frames).
+    that ultralytics' ``best.pt`` is chosen on says little about real frames). Every epoch's weights
+    stay as ``epoch<N>.pt`` (N counts from 0) so a run can be scored per epoch on real frames.
 
     ``init``: start from these weights (a ``.pt``, or an exported ``.onnx`` such as the shipped
     detector, converted by training.detector.warm_start) instead of random ones. ``hours``: train
@@ -68,7 +69,8 @@ def train_detector(scenes: str | Path | list, out: str | Path, epochs: int, imgs
     model.train(data=str(data_dir / "data.yaml"), epochs=epochs, imgsz=imgsz, batch=batch, workers=workers,
                 device=device, project=str(out), name="train", exist_ok=True, pretrained=init is not None,
                 seed=seed, plots=False, amp=device != "cpu", cache="ram", patience=max(10, epochs),
-                fraction=fraction, close_mosaic=close_mosaic, warmup_epochs=warmup, verbose=False, **extra)
+                fraction=fraction, close_mosaic=close_mosaic, warmup_epochs=warmup, save_period=1,
+                verbose=False, **extra)
     if not last.exists():
         raise RuntimeError(f"ultralytics wrote no {last}")
     return last
