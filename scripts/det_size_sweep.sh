@@ -11,7 +11,7 @@ WEIGHTS=${1:-runs/det_road/train/weights/last.pt}
 OUT=${2:-runs/det_sizes}
 REAL=data/real/nuscenes_front
 IMAGES=${CARPOSE_SHARED:-../shared}/real/nuscenes_front/image_2
-SIZES=${SIZES:-"320 480 640 384x640 544x960"}
+SIZES=${SIZES:-"320 480 640 288x512 384x640 544x960"}
 mkdir -p "$OUT"
 frames=()
 [ -n "${FRAMES:-}" ] && frames=(--frames "$FRAMES")
