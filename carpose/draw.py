@@ -122,3 +122,17 @@ def annotate(image_bgr: np.ndarray, results: list[CarPoseResult], fps: float | N
         cv2.rectangle(img, (0, 0), (tw + 8, th + base + 8), (0, 0, 0), -1)
         cv2.putText(img, text, (4, th + 4), _FONT, scale * 1.3, (255, 255, 255), thick, cv2.LINE_AA)
     return img
+
+
+def tile_grid(tiles: list[np.ndarray], cols: int) -> np.ndarray:
+    """Tiles (HxWx3 uint8) row by row, ``cols`` per row, in cells as large as the largest tile;
+    what a tile or the last row leaves empty is black. The contact sheets' one layout."""
+    if not tiles:
+        raise ValueError("no tiles to lay out")
+    h, w = max(t.shape[0] for t in tiles), max(t.shape[1] for t in tiles)
+    rows = math.ceil(len(tiles) / cols)
+    sheet = np.zeros((rows * h, cols * w, 3), np.uint8)
+    for k, t in enumerate(tiles):
+        r, c = divmod(k, cols)
+        sheet[r * h:r * h + t.shape[0], c * w:c * w + t.shape[1]] = t
+    return sheet

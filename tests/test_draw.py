@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from carpose.draw import annotate, arrow_vector
+from carpose.draw import annotate, arrow_vector, tile_grid
 from carpose.results import CarPoseResult
 
 ARROW = (0, 0, 255)  # pure red: nothing else in these drawings is red
@@ -101,3 +101,15 @@ def test_label_text_changes_with_angle():
     b = annotate(img, [car([50, 60, 250, 180], 280.0)], dial=False, frame_text=False)
     label_rows = slice(30, 60)  # above the box top at y=60
     assert np.any(a[label_rows] != b[label_rows])
+
+
+def test_tile_grid_lays_tiles_row_by_row_in_cells_of_the_largest():
+    a = np.full((10, 20, 3), 50, np.uint8)
+    b = np.full((6, 12, 3), 200, np.uint8)  # a smaller tile sits top-left in its cell
+    sheet = tile_grid([a, b, a], cols=2)
+    assert sheet.shape == (20, 40, 3)
+    assert (sheet[:10, :20] == 50).all() and (sheet[:6, 20:32] == 200).all()
+    assert (sheet[6:10, 20:] == 0).all() and (sheet[:10, 32:] == 0).all()  # the rest of b's cell is black
+    assert (sheet[10:, :20] == 50).all() and (sheet[10:, 20:] == 0).all()  # the last row's empty cell
+    with pytest.raises(ValueError):
+        tile_grid([], cols=2)

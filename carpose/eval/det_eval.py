@@ -59,6 +59,13 @@ def _at_conf(m: FrameMatch, conf: float) -> FrameMatch:
     return FrameMatch(m.scores, np.where(m.scores >= conf, m.outcome, -1), m.gt_index, m.num_gt)
 
 
+def _found(m: FrameMatch, num_gt: int) -> np.ndarray:
+    """Which of the ``num_gt`` ground-truth cars a true positive of ``m`` matched."""
+    out = np.zeros(num_gt, bool)
+    out[m.gt_index[m.outcome == 1].astype(int)] = True
+    return out
+
+
 def evaluate_folder(root: str | Path, pipe: Pipeline, conf: float, types: tuple[str, ...] = ("Car",),
                     min_height: float = 15.0, progress: bool = True, images: str | Path | None = None,
                     tall: float = 40.0, pose_tall: float = DEFAULT_MIN_HEIGHT, frames: slice | None = None) -> dict:
@@ -91,16 +98,13 @@ def evaluate_folder(root: str | Path, pipe: Pipeline, conf: float, types: tuple[
         matches["tall"].append(_match(objs, types, tall, boxes, scores)[0])
         # Recall by height: every labelled car is ground truth here, however small.
         mh, cars = _match(objs, types, 0.0, boxes, scores)
-        hit = set(mh.gt_index[(mh.outcome == 1) & (mh.scores >= conf)].tolist())
         heights += [objs[i].height_px for i in cars]
-        found += [j in hit for j in range(len(cars))]
+        found += _found(_at_conf(mh, conf), len(cars)).tolist()
         # Azimuth on the cars found at the operating threshold (pose on the detector's crop).
         mc = _at_conf(m, conf)
         keep = scores >= conf
-        hit_all = set(m.gt_index[(m.outcome == 1) & keep].tolist())
         verdicts.append(FrameVerdict(img_path, boxes[keep], scores[keep], m.outcome[keep], pred_az[keep],
-                                     _boxes([objs[i] for i in gt]), np.array([j in hit_all for j in range(len(gt))],
-                                                                            bool)))
+                                     _boxes([objs[i] for i in gt]), _found(mc, len(gt))))
         e = matched_azimuth_errors(mc, pred_az, np.array([objs[i].azimuth_deg for i in gt]))
         for k, p in enumerate(np.flatnonzero(mc.outcome == 1)):
             line = gt[int(mc.gt_index[p])]

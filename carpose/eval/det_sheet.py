@@ -15,6 +15,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from carpose.draw import tile_grid
+
 GREEN, RED, GREY, YELLOW = (60, 200, 60), (40, 40, 230), (170, 170, 170), (0, 220, 255)
 
 
@@ -57,13 +59,7 @@ def save_frames_sheet(verdicts: list[FrameVerdict], path: str | Path, count: int
     if not verdicts:
         raise ValueError("no frames to draw")
     idx = np.unique(np.linspace(0, len(verdicts) - 1, min(count, len(verdicts))).round().astype(int))
-    tiles = [draw_verdict(verdicts[i], width) for i in idx]
-    h = max(t.shape[0] for t in tiles)
-    tiles = [cv2.copyMakeBorder(t, 0, h - t.shape[0], 0, 0, cv2.BORDER_CONSTANT) for t in tiles]
-    while len(tiles) % cols:
-        tiles.append(np.zeros_like(tiles[0]))
-    rows = [np.hstack(tiles[r:r + cols]) for r in range(0, len(tiles), cols)]
-    sheet = np.vstack(rows)
+    sheet = tile_grid([draw_verdict(verdicts[i], width) for i in idx], cols)
     head = np.full((28, sheet.shape[1], 3), 30, np.uint8)
     legend = f"{title}   green: found (score, azimuth)  red: false positive  grey: on ignore region  yellow: missed"
     cv2.putText(head, legend, (8, 19), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (255, 255, 255), 1, cv2.LINE_AA)

@@ -23,7 +23,7 @@ def onnx_to_pt(onnx_path: str | Path, out_pt: str | Path, arch: str = "yolo11n.y
     import torch
     from onnx import numpy_helper
     from ultralytics import YOLO
-    from ultralytics.nn.tasks import yaml_model_load
+    from ultralytics.nn.tasks import DetectionModel, yaml_model_load
 
     import carpose.detect  # noqa: F401  (offline ultralytics)
 
@@ -34,11 +34,7 @@ def onnx_to_pt(onnx_path: str | Path, out_pt: str | Path, arch: str = "yolo11n.y
     cfg = yaml_model_load(arch)
     cfg.pop("yaml_file", None)
     cfg["nc"] = len(names)
-    yolo = YOLO(arch, task="detect", verbose=False)
-    from ultralytics.nn.tasks import DetectionModel
-
-    yolo.model = DetectionModel(cfg, verbose=False)
-    net = yolo.model
+    net = DetectionModel(cfg, verbose=False)  # ``arch`` with the ONNX file's class count
     modules = dict(net.named_modules())
     used = set()
     with torch.no_grad():
@@ -66,7 +62,8 @@ def onnx_to_pt(onnx_path: str | Path, out_pt: str | Path, arch: str = "yolo11n.y
     if missing:
         raise ValueError(f"{onnx_path}: {len(missing)} tensors have no place in {arch}: {missing[:4]}")
     net.names = names
-    yolo.model.names = names
+    yolo = YOLO(arch, task="detect", verbose=False)  # the wrapper that saves checkpoints ultralytics reloads
+    yolo.model = net
     out_pt = Path(out_pt)
     out_pt.parent.mkdir(parents=True, exist_ok=True)
     yolo.save(str(out_pt))

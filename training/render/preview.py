@@ -9,6 +9,7 @@ import cv2
 import numpy as np
 
 from carpose.convention import QUADRANT_NAMES, azimuth_to_quadrant
+from carpose.draw import tile_grid
 from training.dataset.reader import CarposeDataset
 
 
@@ -50,7 +51,7 @@ def crops_sheet(path: str | Path, n: int = 32, cols: int = 8, seed: int = 0, sca
             _label(img, ds.models[int(labels["model_id"][i])]["name"][:18], (4, img.shape[0] - 6), 0.35)
             draw_view_dial(img, az, (img.shape[1] - 24, 24), 18)
             tiles.append(img)
-    return _grid(tiles, cols)
+    return tile_grid(tiles, cols)
 
 
 def scenes_sheet(path: str | Path, n: int = 4, cols: int = 2) -> np.ndarray:
@@ -67,17 +68,7 @@ def scenes_sheet(path: str | Path, n: int = 4, cols: int = 2) -> np.ndarray:
                 cv2.rectangle(img, (x1, y1), (x2, y2), (0, 255, 0) if vis > 0.3 else (0, 160, 255), 1)
                 _label(img, f"{az:.0f}", (x1 + 2, max(y1 - 4, 12)))
             tiles.append(img)
-    return _grid(tiles, cols)
-
-
-def _grid(tiles: list[np.ndarray], cols: int) -> np.ndarray:
-    h, w = tiles[0].shape[:2]
-    rows = math.ceil(len(tiles) / cols)
-    sheet = np.zeros((rows * h, cols * w, 3), np.uint8)
-    for k, t in enumerate(tiles):
-        r, c = divmod(k, cols)
-        sheet[r * h:(r + 1) * h, c * w:(c + 1) * w] = t
-    return sheet
+    return tile_grid(tiles, cols)
 
 
 def summary(path: str | Path) -> str:

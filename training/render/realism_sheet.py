@@ -18,6 +18,7 @@ import cv2
 import numpy as np
 
 from carpose.crop import CropSpec, crop_box
+from carpose.draw import tile_grid
 from training.cars.model import CarModel
 from training.render.backgrounds import BackgroundSource
 from training.render.crops import make_crop
@@ -98,10 +99,7 @@ def build_sheet(images: Path, labels: Path, n: int = 12, size: int = 128, seed: 
             s = make_crop(rng, models, renderer, bg, cfg, azimuth_deg=az)
             tiles.append(np.hstack([_tile(crop, f"real {az:.0f}"), _tile(s.image, f"render {s.azimuth_deg:.0f}"),
                                     np.full((size, 4, 3), 255, np.uint8)]))
-    cols = 3
-    rows = [np.hstack(tiles[r:r + cols] + [np.zeros_like(tiles[0])] * (cols - len(tiles[r:r + cols])))
-            for r in range(0, len(tiles), cols)]
-    return np.vstack(rows)
+    return tile_grid(tiles, cols=3)
 
 
 def main(argv: list[str] | None = None) -> int:

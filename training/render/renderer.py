@@ -211,11 +211,8 @@ class CarRenderer:
             # Each mesh gets the car pose itself: pyrender composes parent-node poses wrongly here
             # (a translated/rotated parent rendered the car as a huge plane; seen in scenes).
             car_nodes.append([scene.add(m, pose=pose) for m in meshes])
-        cam = pyrender.IntrinsicsCamera(fx=K[0, 0], fy=K[1, 1], cx=K[0, 2], cy=K[1, 2], znear=0.05, zfar=1000.0)
-        scene.add(cam, pose=camera_pose)
+        r = self._viewport(scene, camera_pose, K, width, height)
         self._add_lights(scene, lighting, camera_pose)
-        r = self._renderer
-        r.viewport_width, r.viewport_height = width, height
         flags = pyrender.RenderFlags.SHADOWS_DIRECTIONAL if lighting.self_shadow else pyrender.RenderFlags.NONE
         color, depth = r.render(scene, flags=flags)
         result = RenderResult(color=np.ascontiguousarray(color[..., :3]), depth=depth.astype(np.float32),
@@ -230,6 +227,15 @@ class CarRenderer:
             seg = _seg_index(seg_rgb, len(cars))
         return result, seg
 
+    def _viewport(self, scene: pyrender.Scene, camera_pose: np.ndarray, K: np.ndarray, width: int,
+                  height: int) -> pyrender.OffscreenRenderer:
+        """Put the intrinsics camera into ``scene`` and size the offscreen buffer; returns the renderer."""
+        cam = pyrender.IntrinsicsCamera(fx=K[0, 0], fy=K[1, 1], cx=K[0, 2], cy=K[1, 2], znear=0.05, zfar=1000.0)
+        scene.add(cam, pose=camera_pose)
+        r = self._renderer
+        r.viewport_width, r.viewport_height = width, height
+        return r
+
     def silhouette_pixels(self, model: CarModel, pose: np.ndarray, camera_pose: np.ndarray, K: np.ndarray,
                           width: int, height: int) -> int:
         """Pixels the car covers when rendered alone (a flat segmentation pass, no shading): the
@@ -237,10 +243,7 @@ class CarRenderer:
         scene = pyrender.Scene(bg_color=(0.0, 0.0, 0.0, 0.0))
         meshes, _ = self._pyrender_meshes(model, 0)
         nodes = [scene.add(m, pose=pose) for m in meshes]
-        cam = pyrender.IntrinsicsCamera(fx=K[0, 0], fy=K[1, 1], cx=K[0, 2], cy=K[1, 2], znear=0.05, zfar=1000.0)
-        scene.add(cam, pose=camera_pose)
-        r = self._renderer
-        r.viewport_width, r.viewport_height = width, height
+        r = self._viewport(scene, camera_pose, K, width, height)
         seg_rgb, _ = r.render(scene, flags=pyrender.RenderFlags.SEG, seg_node_map={n: _seg_color(0) for n in nodes})
         return int((_seg_index(seg_rgb, 1) == 0).sum())
 

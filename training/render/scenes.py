@@ -21,6 +21,7 @@ from training.dataset.schema import SCENE_CAR_FIELDS
 from training.render.backgrounds import BackgroundSource, composite
 from training.render.interference import apply_photometric
 from training.render.lighting import ground_shadow
+from training.render.negatives import KERB_KINDS, VEHICLE_KINDS
 from training.render.renderer import CarRenderer, mask_box
 from training.render.sampling import RenderConfig, sample_car_look, sample_lighting
 
@@ -164,7 +165,7 @@ def place_road(rng: np.random.Generator, models: list[CarModel], negatives: list
         return True
 
     n_cars = 0
-    vehicle_negs = [i for i, m in enumerate(negatives) if m.meta.get("kind") in ("lorry", "trailer", "bus", "box_van")]
+    vehicle_negs = [i for i, m in enumerate(negatives) if m.meta.get("kind") in VEHICLE_KINDS]
     # kerb rows: parallel parking on each side, some slots empty, a lorry or van now and then
     for side in (-1.0, 1.0):
         if rng.uniform() > 0.75:
@@ -175,9 +176,10 @@ def place_road(rng: np.random.Generator, models: list[CarModel], negatives: list
         occupancy = float(rng.uniform(0.4, 0.95))
         while s < d_hi and n_cars < scfg.max_cars:
             if negatives and vehicle_negs and rng.uniform() < 0.06 and scfg.negatives:
-                m = negatives[int(rng.choice(vehicle_negs))]
+                j = int(rng.choice(vehicle_negs))
+                m = negatives[j]
                 length = float(m.extents[0])
-                add(negatives.index(m), s + length / 2, t - side * 0.3, facing + rng.normal(0, 2), True,
+                add(j, s + length / 2, t - side * 0.3, facing + rng.normal(0, 2), True,
                     radius=0.5 * float(m.extents[1]) + 0.3)
                 s += length + rng.uniform(0.8, 3.0)
                 continue
@@ -234,9 +236,9 @@ def place_road(rng: np.random.Generator, models: list[CarModel], negatives: list
         kind = negatives[i].meta.get("kind", "lorry")
         s = float(np.exp(rng.uniform(np.log(max(d_lo, 5.0)), np.log(d_hi * 0.8))))
         side = -1.0 if rng.uniform() < 0.5 else 1.0
-        if kind in ("lorry", "trailer", "bus", "box_van"):
+        if kind in VEHICLE_KINDS:
             t, yaw = float(rng.choice([0.0, 1.75, -3.5])), 0.0 if rng.uniform() < 0.6 else 180.0
-        elif kind in ("pole", "bollard", "barrier"):
+        elif kind in KERB_KINDS:
             t, yaw = side * (half_width + rng.uniform(0.1, 0.5)), 0.0
         else:
             t, yaw = side * (half_width + rng.uniform(2.0, 7.0)), 0.0
@@ -262,14 +264,7 @@ def make_scene(rng: np.random.Generator, models: list[CarModel], renderer: CarRe
     paints = [None if look else paint for look, paint in drawn]
     cars = [(models[m], car_pose_world(x, y, yaw)) for m, x, y, yaw in placements]
     res, seg = renderer.render(cars, cam_pose, K, W, H, lighting, paints=paints, segment=True, looks=looks)
-    rows: dict[str, list] = {k: [] for k in (*LABEL_FIELDS, "model_id", "paint_rgb")}
-    for i, ((mid, _, _, _yaw), (model, pose)) in enumerate(zip(placements, cars, strict=True)):
-        solo, _ = renderer.render([(model, pose)], cam_pose, K, W, H, lighting, paints=[paints[i]], looks=[looks[i]])
-        labels = car_labels(model, pose, cam_pose, K, W, H, seg == i, int(solo.mask.sum()))
-        rows["model_id"].append(mid)
-        for k, v in labels.items():
-            rows[k].append(v)
-        rows["paint_rgb"].append(np.round(np.asarray(drawn[i][1]) * 255))
+    rows = _car_rows(renderer, cars, [m for m, *_ in placements], [paint for _, paint in drawn], seg, cam_pose, K)
     return _finish(rng, cfg, res.color, seg, cars, cam_pose, K, lighting, backgrounds.sample, rows)
 
 
@@ -286,19 +281,27 @@ def _road_scene(rng: np.random.Generator, models: list[CarModel], negatives: lis
     looks = [look for look, _ in drawn]
     paints = [None if (look or p.negative) else paint for (look, paint), p in zip(drawn, placed, strict=True)]
     res, seg = renderer.render(objects, cam_pose, K, W, H, lighting, paints=paints, segment=True, looks=looks)
+    n_cars = sum(not p.negative for p in placed)
+    rows = _car_rows(renderer, objects[:n_cars], [p.index for p in placed[:n_cars]],
+                     [paint for _, paint in drawn[:n_cars]], seg, cam_pose, K)
+    return _finish(rng, cfg, res.color, seg, objects, cam_pose, K, lighting, backgrounds.sample_frame, rows)
+
+
+def _car_rows(renderer: CarRenderer, cars: list[tuple[CarModel, np.ndarray]], model_ids: list[int],
+              paints: list[tuple[float, float, float]], seg: np.ndarray, cam_pose: np.ndarray, K: np.ndarray
+              ) -> dict[str, list]:
+    """Label rows of the rendered cars (car i is segment i): :func:`car_labels`, the visible
+    fraction against the car's silhouette rendered alone, its model id and paint (0-255)."""
+    H, W = seg.shape
     rows: dict[str, list] = {k: [] for k in (*LABEL_FIELDS, "model_id", "paint_rgb")}
-    for i, p in enumerate(placed):
-        if p.negative:
-            break
-        model, pose = objects[i]
+    for i, ((model, pose), mid, paint) in enumerate(zip(cars, model_ids, paints, strict=True)):
         visible = seg == i
         solo_px = renderer.silhouette_pixels(model, pose, cam_pose, K, W, H) if visible.any() else 0
-        labels = car_labels(model, pose, cam_pose, K, W, H, visible, solo_px)
-        rows["model_id"].append(p.index)
-        for k, v in labels.items():
+        for k, v in car_labels(model, pose, cam_pose, K, W, H, visible, solo_px).items():
             rows[k].append(v)
-        rows["paint_rgb"].append(np.round(np.asarray(drawn[i][1]) * 255))
-    return _finish(rng, cfg, res.color, seg, objects, cam_pose, K, lighting, backgrounds.sample_frame, rows)
+        rows["model_id"].append(mid)
+        rows["paint_rgb"].append(np.round(np.asarray(paint) * 255))
+    return rows
 
 
 def _finish(rng: np.random.Generator, cfg: RenderConfig, color: np.ndarray, seg: np.ndarray,
