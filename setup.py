@@ -31,6 +31,7 @@ setup(
             "carpose-train-det = training.detector.train:main",
             "carpose-infer = carpose.infer:main",
             "carpose-det-eval = carpose.eval.det_eval:main",
+            "carpose-benchmark = carpose.eval.benchmark:main",
             "carpose-build-engine = training.build_engine:main",
             "carpose_node = carpose.ros.node:run",
             "carpose-make-bag = training.render.drive_bag:main",

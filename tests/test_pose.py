@@ -17,10 +17,11 @@ import torch
 from carpose.azimuth_head import decode, soft_labels
 from carpose.convention import angular_error, flip_azimuth
 from carpose.eval.kitti import parse_kitti_label
+from carpose.eval.label_crops import kitti_crops
 from carpose.pose import PoseEstimator, PoseModelError
 from training.cars.procedural import generate_fleet
 from training.pose.data import AugmentConfig, CropStream, augment, make_loader
-from training.pose.evaluate import evaluate, kitti_crops
+from training.pose.evaluate import evaluate
 from training.pose.export import export_onnx, parity_check
 from training.pose.export import main as export_main
 from training.pose.metrics import azimuth_metrics

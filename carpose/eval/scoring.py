@@ -29,6 +29,9 @@ class FrameMatch:
     outcome: np.ndarray
     gt_index: np.ndarray
     num_gt: int
+    #: Per prediction, KITTI's orientation similarity (1 + cos(azimuth error)) / 2 of a true positive, else 0
+    #: (``with_orientation``); None when no azimuths were scored.
+    similarity: np.ndarray | None = None
 
 
 def match_frame(pred_xyxy: np.ndarray, pred_scores: np.ndarray, gt_xyxy: np.ndarray,
@@ -72,6 +75,38 @@ def average_precision(matches: list[FrameMatch]) -> dict:
     ap = float(np.sum((mrec[1:] - mrec[:-1]) * mpre[1:]))
     return {"ap": ap, "num_gt": int(n_gt), "num_pred": int(len(scores)),
             "precision": precision.tolist(), "recall": recall.tolist(), "scores": scores[order].tolist()}
+
+
+def with_orientation(match: FrameMatch, pred_az: np.ndarray, gt_az: np.ndarray) -> FrameMatch:
+    """``match`` with the orientation similarity of each true positive (the numerator of KITTI's AOS)."""
+    sim = np.zeros(len(match.outcome), np.float64)
+    tp = np.flatnonzero(match.outcome == 1)
+    if len(tp):
+        d = np.radians(np.asarray(pred_az, np.float64)[tp] - np.asarray(gt_az, np.float64)[match.gt_index[tp]])
+        sim[tp] = (1.0 + np.cos(d)) / 2.0
+    return FrameMatch(match.scores, match.outcome, match.gt_index, match.num_gt, sim)
+
+
+def average_orientation_similarity(matches: list[FrameMatch]) -> float:
+    """KITTI's AOS (Geiger et al. 2012): the precision/recall area with each true positive weighted by its
+    orientation similarity, so AOS = AP when every matched azimuth is right and AOS/AP falls towards 0.5
+    for random azimuths and 0 when every one is flipped. All-point interpolation, as ``average_precision``."""
+    if any(m.similarity is None for m in matches):
+        raise ValueError("AOS needs azimuths: pass each FrameMatch through with_orientation first")
+    keep = [m.outcome >= 0 for m in matches]
+    scores = np.concatenate([m.scores[k] for m, k in zip(matches, keep, strict=True)]) if matches else np.zeros(0)
+    tp = np.concatenate([m.outcome[k] for m, k in zip(matches, keep, strict=True)]) if matches else np.zeros(0)
+    sim = np.concatenate([m.similarity[k] for m, k in zip(matches, keep, strict=True)]) if matches else np.zeros(0)
+    n_gt = sum(m.num_gt for m in matches)
+    if n_gt == 0:
+        return float("nan")
+    order = np.argsort(-scores, kind="stable")
+    tp, sim = tp[order].astype(np.float64), sim[order]
+    recall = np.cumsum(tp) / n_gt
+    orient = np.cumsum(sim) / np.arange(1, len(tp) + 1)
+    mrec = np.concatenate([[0.0], recall, [recall[-1] if len(recall) else 0.0]])
+    mos = np.maximum.accumulate(np.concatenate([[1.0], orient, [0.0]])[::-1])[::-1]
+    return float(np.sum((mrec[1:] - mrec[:-1]) * mos[1:]))
 
 
 @dataclass
@@ -142,6 +177,54 @@ def sector_stats(err_deg: np.ndarray, true_deg: np.ndarray, num_sectors: int = 8
     names = SECTOR_NAMES if num_sectors == len(SECTOR_NAMES) else [f"{k * w:g}" for k in range(num_sectors)]
     return [{"sector": names[k], "center_deg": k * w, "from_deg": (k * w - w / 2) % 360, "to_deg": k * w + w / 2,
              **azimuth_error_stats(err[idx == k])} for k in range(num_sectors)]
+
+
+def _within(az: np.ndarray, centre: float, tol: float) -> np.ndarray:
+    return np.asarray(angular_error(az, centre)).reshape(-1) < tol
+
+
+def front_rear_confusion(pred_deg: np.ndarray, true_deg: np.ndarray) -> dict:
+    """The product's worst failure, counted on its own: cars seen from the front (true azimuth within
+    45 deg of 0) read as seen from behind (prediction within 45 deg of 180), and the reverse."""
+    pred = np.asarray(pred_deg, np.float64).reshape(-1)
+    true = np.asarray(true_deg, np.float64).reshape(-1)
+    front, rear = _within(true, 0.0, 45.0), _within(true, 180.0, 45.0)
+    f2r, r2f = int(np.sum(front & _within(pred, 180.0, 45.0))), int(np.sum(rear & _within(pred, 0.0, 45.0)))
+    return {"front": int(front.sum()), "front_as_rear": f2r, "rear": int(rear.sum()), "rear_as_front": r2f,
+            "front_as_rear_rate": f2r / front.sum() if front.any() else None,
+            "rear_as_front_rate": r2f / rear.sum() if rear.any() else None}
+
+
+def confidence_quintiles(err_deg: np.ndarray, confidence: np.ndarray) -> list[dict]:
+    """Error by confidence fifth (lowest first): a useful confidence has errors falling with it."""
+    err = np.asarray(err_deg, np.float64).reshape(-1)
+    c = np.asarray(confidence, np.float64).reshape(-1)
+    if not len(c):
+        return []
+    qs = np.quantile(c, [0, 0.2, 0.4, 0.6, 0.8, 1.0])
+    out = []
+    for i in range(5):
+        m = (c >= qs[i]) & ((c <= qs[i + 1]) if i == 4 else (c < qs[i + 1]))
+        if m.any():
+            out.append({"conf_from": float(qs[i]), "conf_to": float(qs[i + 1]), "n": int(m.sum()),
+                        "med_err_deg": float(np.median(err[m])), "acc_30": float(np.mean(err[m] <= 30))})
+    return out
+
+
+#: Sectors with fewer cars than this do not vote in ``balanced_acc30`` (one car would swing a mean).
+BALANCED_MIN_SECTOR_N = 3
+
+
+def balanced_acc30(sectors_per_source: list[list[dict]], min_n: int = BALANCED_MIN_SECTOR_N) -> float | None:
+    """Model-selection score on several real sources: per source, the mean Acc@30 over its view sectors
+    (``sector_stats`` rows with at least ``min_n`` cars), then the mean over sources. So neither the larger
+    source nor the commonest view (a set of head-on minivans) outvotes the rest."""
+    per = []
+    for rows in sectors_per_source:
+        acc = [r["acc_30"] for r in rows if r["n"] >= min_n]
+        if acc:
+            per.append(float(np.mean(acc)))
+    return float(np.mean(per)) if per else None
 
 
 def matched_azimuth_errors(match: FrameMatch, pred_az: np.ndarray, gt_az: np.ndarray) -> np.ndarray:

@@ -20,79 +20,16 @@ from __future__ import annotations
 
 import argparse
 import sys
-from dataclasses import dataclass, field
 from pathlib import Path
 
-import cv2
 import numpy as np
-from tqdm import tqdm
 
-from carpose.crop import CropSpec, crop_box
 from carpose.eval.azimuth_report import DEFAULT_MIN_HEIGHT, azimuth_summary, format_azimuth_summary
 from carpose.eval.error_sheet import ErrorCase, save_worst_errors_sheet
-from carpose.eval.kitti import kitti_pairs, parse_kitti_label
+from carpose.eval.label_crops import kitti_crops, predict_all
 from carpose.pose import PoseEstimator
 from training.dataset.reader import CarposeDataset
 from training.pose.metrics import azimuth_metrics, format_calibration, format_metrics, save_all_plots, save_json
-
-
-@dataclass
-class KittiCrops:
-    """The crops of a KITTI folder's labelled cars and, per crop, what the reports split by."""
-
-    crops: np.ndarray
-    azimuth_deg: np.ndarray
-    sure: np.ndarray
-    height_px: np.ndarray
-    refs: list[tuple[Path, int, np.ndarray]] = field(default_factory=list)  # image, label line, box
-    skipped: dict = field(default_factory=dict)
-
-    def __len__(self) -> int:
-        return len(self.azimuth_deg)
-
-    def limit(self, n: int | None) -> KittiCrops:
-        if n is None:
-            return self
-        return KittiCrops(self.crops[:n], self.azimuth_deg[:n], self.sure[:n], self.height_px[:n], self.refs[:n],
-                          self.skipped)
-
-
-def kitti_crops(root: str | Path, spec: CropSpec, types: tuple[str, ...] = ("Car",), min_height: float = 20.0,
-                max_truncation: float = 0.5, max_occlusion: int = 2, progress: bool = True,
-                images: str | Path | None = None) -> KittiCrops:
-    """RGB crops of the labelled cars (the KITTI 'moderate' filter by default), cut as the runtime cuts
-    detector boxes (``spec``: the model's ``PoseEstimator.crop_spec``), and their azimuths."""
-    crops, az, sure, height, refs = [], [], [], [], []
-    skipped = {"type": 0, "small": 0, "truncated": 0, "occluded": 0, "unreadable": 0}
-    for img_path, lab_path in tqdm(kitti_pairs(root, images), desc="kitti", disable=not progress, leave=False):
-        objs = parse_kitti_label(lab_path)
-        img = None
-        for k, o in enumerate(objs):
-            if o.type not in types:
-                skipped["type"] += 1
-                continue
-            if o.height_px < min_height:
-                skipped["small"] += 1
-                continue
-            if o.truncated > max_truncation:
-                skipped["truncated"] += 1
-                continue
-            if o.occluded > max_occlusion:
-                skipped["occluded"] += 1
-                continue
-            if img is None:
-                img = cv2.imread(str(img_path), cv2.IMREAD_COLOR)
-                if img is None:
-                    skipped["unreadable"] += 1
-                    break
-            crops.append(crop_box(img, o.box_xyxy, spec)[:, :, ::-1])
-            az.append(o.azimuth_deg)
-            sure.append(o.sure)
-            height.append(o.height_px)
-            refs.append((img_path, k, o.box_xyxy))
-    s = spec.size
-    return KittiCrops(np.stack(crops) if crops else np.zeros((0, s, s, 3), np.uint8), np.asarray(az, np.float64),
-                      np.asarray(sure, bool), np.asarray(height, np.float64), refs, skipped)
 
 
 def h5_crops(path: str | Path, limit: int | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -101,18 +38,6 @@ def h5_crops(path: str | Path, limit: int | None = None) -> tuple[np.ndarray, np
             raise ValueError(f"{path} holds {ds.kind}; carpose-eval scores crops files or KITTI folders")
         n = len(ds) if limit is None else min(limit, len(ds))
         return ds.h5["images"][:n], ds.h5["azimuth_deg"][:n].astype(np.float64)
-
-
-def predict_all(est: PoseEstimator, crops: np.ndarray, batch: int = 64, progress: bool = True
-                ) -> tuple[np.ndarray, np.ndarray]:
-    preds, confs = [], []
-    for i in tqdm(range(0, len(crops), batch), desc="pose", disable=not progress, leave=False):
-        r = est.predict(crops[i:i + batch])
-        preds.append(r.azimuth_deg)
-        confs.append(r.confidence)
-    if not preds:
-        return np.zeros(0), np.zeros(0)
-    return np.concatenate(preds), np.concatenate(confs)
 
 
 def evaluate(model: str | Path, data: str | Path, backend: str = "auto", device: str = "auto",

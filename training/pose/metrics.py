@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from carpose.convention import QUADRANT_NAMES, angular_error, azimuth_to_quadrant
-from carpose.eval.scoring import azimuth_error_stats, sector_stats
+from carpose.eval.scoring import azimuth_error_stats, confidence_quintiles, sector_stats
 
 
 def azimuth_metrics(pred_deg: np.ndarray, true_deg: np.ndarray, confidence: np.ndarray | None = None
@@ -49,15 +49,7 @@ def azimuth_metrics(pred_deg: np.ndarray, true_deg: np.ndarray, confidence: np.n
     if confidence is not None:
         c = np.asarray(confidence, np.float64)
         out["mean_confidence"] = float(c.mean())
-        # Calibration: error by confidence quintile; a useful confidence has errors falling with it.
-        qs = np.quantile(c, [0, 0.2, 0.4, 0.6, 0.8, 1.0])
-        cal = []
-        for i in range(5):
-            m = (c >= qs[i]) & ((c <= qs[i + 1]) if i == 4 else (c < qs[i + 1]))
-            if m.any():
-                cal.append({"conf_from": float(qs[i]), "conf_to": float(qs[i + 1]), "n": int(m.sum()),
-                            "med_err_deg": float(np.median(err[m])), "acc_30": float(np.mean(err[m] <= 30))})
-        out["calibration"] = cal
+        out["calibration"] = confidence_quintiles(err, c)
         if n > 2 and np.std(c) > 0:
             out["conf_err_spearman"] = float(_spearman(c, err))
     return out

@@ -21,8 +21,8 @@ import torch
 from carpose.azimuth_head import decode
 from carpose.convention import angular_error
 from carpose.crop import CropSpec
+from carpose.eval.label_crops import kitti_crops
 from carpose.eval.scoring import azimuth_error_stats
-from training.pose.evaluate import kitti_crops
 
 
 @dataclass

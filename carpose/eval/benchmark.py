@@ -1,0 +1,366 @@
+"""``carpose-benchmark``: the shipped (or any) models on every real validation source, one table.
+
+    carpose-benchmark                                   # shipped models, every source in ../shared
+    carpose-benchmark --pose-model runs/posenet/final.onnx --det-model runs/det/epoch3.pt --out runs/bench
+    carpose-benchmark --sources kitti_val my_kitti_folder:my_images --no-det
+
+Why one command: a model that looks good on one drive of one camera can fail on the next camera
+(rear views read as fronts, large cars missed). Every figure the README and the model cards quote
+comes from here, per source *and* for the union, per view sector, so neither the larger source nor
+the commonest view hides a failure. Sources and their rules: ``carpose.eval.real_sources``.
+
+Per source and for the union it reports:
+
+- **pose on the true boxes** (the labelled boxes cut as the runtime cuts detector boxes; no detector):
+  n, MedErr, Acc@30, Acc@15, flips (> 150 deg), front read as rear and rear read as front, the
+  8 view sectors, Acc@30 by confidence fifth, and the balanced Acc@30 that chooses models (mean over
+  sources of the mean per-sector Acc@30, ``carpose.eval.scoring.balanced_acc30``);
+- **detector** (``carpose-det-eval``'s scoring): AP@0.5 / precision / recall at ``--conf`` for cars
+  >= 40 px and for every labelled car, KITTI's AOS and AOS/AP, recall of cars 20-40 px;
+- **end to end**: azimuth errors of the cars the detector found (pose on the detector's box);
+- **time per frame** with the runtime's own settings (detector, pose of the cars found, total).
+
+Writes ``benchmark.json``, ``benchmark.md`` (the printed tables) and per source the worst pose
+errors (``<source>_pose_worst.jpg``), the cars seen from behind (``<source>_rear.jpg``) and the
+detector frames (``<source>_det_frames.jpg``) to ``--out``. The last line is the headline.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from carpose.convention import angular_error
+from carpose.eval.azimuth_report import azimuth_summary
+from carpose.eval.det_eval import evaluate_folder
+from carpose.eval.det_sheet import save_frames_sheet
+from carpose.eval.error_sheet import ErrorCase, save_worst_errors_sheet
+from carpose.eval.kitti import kitti_pairs
+from carpose.eval.label_crops import kitti_crops, predict_all
+from carpose.eval.real_sources import RealSource, resolve_sources
+from carpose.eval.scoring import (
+    SECTOR_NAMES,
+    average_orientation_similarity,
+    balanced_acc30,
+    confidence_quintiles,
+    detection_report,
+    front_rear_confusion,
+)
+from carpose.pipeline import DEFAULT_DET_MODEL, DEFAULT_POSE_MODEL, Pipeline, PipelineConfig
+from carpose.pose import PoseEstimator
+
+UNION = "union"
+#: Detector rows: every labelled car, and cars at least this tall (the targets' row).
+DET_TALL_PX = 40.0
+#: The "small cars" recall the detector issue tracks.
+SMALL_PX = (20.0, 40.0)
+
+
+@dataclass
+class PoseScores:
+    """Pose on one source's true boxes: what every table needs, kept for the union."""
+
+    err: np.ndarray
+    true: np.ndarray
+    pred: np.ndarray
+    conf: np.ndarray
+    sure: np.ndarray
+    height: np.ndarray
+    cases: list[ErrorCase] = field(default_factory=list)
+    crops_per_s: float = float("nan")
+
+    @staticmethod
+    def concat(parts: list[PoseScores]) -> PoseScores:
+        def cat(k: str) -> np.ndarray:
+            return np.concatenate([getattr(p, k) for p in parts]) if parts else np.zeros(0)
+
+        return PoseScores(cat("err"), cat("true"), cat("pred"), cat("conf"), cat("sure").astype(bool),
+                          cat("height"), [c for p in parts for c in p.cases])
+
+    def report(self) -> dict:
+        """Subset x sector rows, front/rear confusion and confidence fifths, on the 'sure' labels."""
+        summary = azimuth_summary(self.err, self.true, self.sure, self.height)
+        s = self.sure
+        return {"subsets": summary, "sure": summary["sure"],
+                "front_rear": front_rear_confusion(self.pred[s], self.true[s]),
+                "confidence_quintiles": confidence_quintiles(self.err[s], self.conf[s]),
+                "crops_per_s": self.crops_per_s}
+
+
+def pose_on_true_boxes(est: PoseEstimator, src: RealSource, progress: bool = True) -> PoseScores:
+    """The pose model alone on the source's labelled boxes (its pose filter), timed per crop."""
+    kc = kitti_crops(src.labels, est.crop_spec, src.pose_types, src.pose_min_height, src.pose_max_truncation,
+                     src.pose_max_occlusion, progress, src.images)
+    t0 = time.perf_counter()
+    pred, conf = predict_all(est, kc.crops, batch=32, progress=progress)
+    dt = time.perf_counter() - t0
+    err = np.asarray(angular_error(pred, kc.azimuth_deg), np.float64).reshape(-1)
+    cases = [ErrorCase(img, box, float(t), float(p), f"{src.name}/{img.stem}#{k}", bool(su), float(c))
+             for (img, k, box), t, p, su, c in zip(kc.refs, kc.azimuth_deg, pred, kc.sure, conf, strict=True)]
+    return PoseScores(err, kc.azimuth_deg, np.asarray(pred, np.float64).reshape(-1),
+                      np.asarray(conf, np.float64).reshape(-1), kc.sure, kc.height_px, cases,
+                      len(pred) / dt if dt > 0 and len(pred) else float("nan"))
+
+
+def time_frames(pipe: Pipeline, src: RealSource, limit: int = 30) -> dict:
+    """Median ms per frame of the runtime as the node runs it (its thresholds), over ``limit`` frames
+    spread over the source (the first one, which pays for warm-up, is run twice)."""
+    pairs = kitti_pairs(src.labels, src.images)
+    idx = np.unique(np.linspace(0, len(pairs) - 1, min(limit, len(pairs))).round().astype(int))
+    rows = []
+    for n, i in enumerate(idx):
+        img = cv2.imread(str(pairs[i][0]), cv2.IMREAD_COLOR)
+        if img is None:
+            continue
+        if n == 0:
+            pipe.process(img)
+        t = pipe.process(img).timings_ms
+        rows.append((t["detect"], t["pose"], t["total"]))
+    a = np.asarray(rows, np.float64).reshape(-1, 3)
+    med = np.median(a, 0) if len(a) else [float("nan")] * 3
+    return {"frames": len(a), "detect_ms": float(med[0]), "pose_ms": float(med[1]), "total_ms": float(med[2])}
+
+
+def _small_recall(by_height: list[dict]) -> dict:
+    """Found / cars of the height bins inside SMALL_PX."""
+    sel = [b for b in by_height if b["from_px"] >= SMALL_PX[0] and b["to_px"] is not None and b["to_px"] <= SMALL_PX[1]]
+    gt, found = sum(b["gt"] for b in sel), sum(b["found"] for b in sel)
+    return {"gt": gt, "found": found, "recall": found / gt if gt else None}
+
+
+def _det_rows(matches: dict, conf: float) -> dict:
+    rows = {}
+    for key in ("all", "tall"):
+        rep = detection_report(matches[key], conf)
+        rows[key] = {**rep.to_dict(), "aos": average_orientation_similarity(matches[key])}
+    return rows
+
+
+def _matched_errors(cases: list[ErrorCase]) -> PoseScores:
+    err = np.array([c.err_deg for c in cases], np.float64)
+    true = np.array([c.true_deg for c in cases], np.float64)
+    return PoseScores(err, true, np.array([c.pred_deg for c in cases], np.float64),
+                      np.array([c.confidence or 0.0 for c in cases], np.float64),
+                      np.array([c.sure for c in cases], bool), np.full(len(cases), np.inf), cases)
+
+
+def run_benchmark(sources: list[RealSource], pose_model: str | Path = DEFAULT_POSE_MODEL,
+                  det_model: str | Path | None = DEFAULT_DET_MODEL, conf: float = 0.35,
+                  det_classes: dict | None = None, imgsz: int = 640, progress: bool = True,
+                  timing_frames: int = 30) -> dict:
+    """Every number of the benchmark (see the module docstring), plus the cases and frame verdicts for
+    the sheets under the keys ``_cases``, ``_matched_cases`` and ``_verdicts``."""
+    if not sources:
+        raise ValueError("no real validation source to score (../shared absent? see carpose.eval.real_sources)")
+    est = PoseEstimator(pose_model)
+    res: dict = {"pose_model": str(pose_model), "det_model": str(det_model) if det_model else None, "conf": conf,
+                 "sources": {}, "_cases": {}, "_matched_cases": {}, "_verdicts": {}}
+    pose_parts, e2e_parts, det_matches = [], [], {"all": [], "tall": []}
+    small = {"gt": 0, "found": 0}
+    eval_pipe = run_pipe = None
+    if det_model:
+        # The PR curves need every detection (threshold 0.01); the timings the runtime's own threshold.
+        eval_pipe = Pipeline(PipelineConfig(pose_model=pose_model, detector_weights=det_model,
+                                            detector_classes=det_classes, det_conf=0.01, det_imgsz=imgsz,
+                                            max_cars=100))
+        run_pipe = Pipeline(PipelineConfig(pose_model=pose_model, detector_weights=det_model,
+                                           detector_classes=det_classes, det_conf=conf, det_imgsz=imgsz))
+        res["det_input_hw"] = list(eval_pipe.detector.input_hw)
+    for src in sources:
+        ps = pose_on_true_boxes(est, src, progress)
+        pose_parts.append(ps)
+        entry = {"camera": src.camera, "pose_types": list(src.pose_types), "det_types": list(src.det_types),
+                 "pose": ps.report()}
+        res["_cases"][src.name] = ps.cases
+        if eval_pipe is not None:
+            r = evaluate_folder(src.labels, eval_pipe, conf, src.det_types, 0.0, progress, src.images,
+                                DET_TALL_PX)
+            for k in det_matches:
+                det_matches[k] += r["matches"][k]
+            sm = _small_recall(r["summary"]["recall_by_height"])
+            small = {k: small[k] + sm[k] for k in small}
+            me = _matched_errors(r["cases"])
+            e2e_parts.append(me)
+            entry["det"] = {**_det_rows(r["matches"], conf), "frames": r["summary"]["frames"],
+                            "recall_by_height": r["summary"]["recall_by_height"], "small": sm,
+                            "timing": time_frames(run_pipe, src, timing_frames)}
+            entry["end_to_end"] = me.report()
+            res["_matched_cases"][src.name] = r["cases"]
+            res["_verdicts"][src.name] = r["verdicts"]
+        res["sources"][src.name] = entry
+    union = {"pose": PoseScores.concat(pose_parts).report()}
+    if eval_pipe is not None:
+        union["det"] = {**_det_rows(det_matches, conf), "small": {**small, "recall": small["found"] / small["gt"]
+                                                                 if small["gt"] else None}}
+        union["end_to_end"] = PoseScores.concat(e2e_parts).report()
+    res["union"] = union
+    res["selection"] = {
+        "pose_balanced_acc30": balanced_acc30([s["pose"]["sure"]["sectors"] for s in res["sources"].values()]),
+        "det_mean_ap_tall": (float(np.mean([s["det"]["tall"]["ap50"] for s in res["sources"].values()]))
+                             if eval_pipe is not None else None)}
+    return res
+
+
+# ----------------------------------------------------------------------------------------------- text
+
+
+def _pct(v: float | None) -> str:
+    return "-" if v is None else f"{100 * v:.1f}%"
+
+
+def _f(v: float | None, fmt: str = "{:.3f}") -> str:
+    return "-" if v is None or (isinstance(v, float) and np.isnan(v)) else fmt.format(v)
+
+
+def _columns(res: dict) -> list[tuple[str, dict]]:
+    return [*res["sources"].items(), (UNION, res["union"])]
+
+
+def _pose_table(res: dict, key: str, title: str) -> list[str]:
+    lines = [f"### {title}", "",
+             "| source | n | MedErr (deg) | Acc@30 | Acc@15 | flips > 150 | rear read as front | front read as rear |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for name, col in _columns(res):
+        if key not in col:
+            continue
+        s, fr = col[key]["sure"], col[key]["front_rear"]
+        lines.append(f"| {name} | {s['n']} | {_f(s['med_err_deg'], '{:.1f}')} | {_pct(s['acc_30'])} "
+                     f"| {_pct(s['acc_15'])} | {s['flips']} ({_pct(s['flip_rate'])}) "
+                     f"| {fr['rear_as_front']} of {fr['rear']} | {fr['front_as_rear']} of {fr['front']} |")
+    lines += ["", "Per 45-deg view sector of the TRUE azimuth, each cell n / MedErr / Acc@30 / flips:", "",
+              "| sector (deg) | " + " | ".join(n for n, c in _columns(res) if key in c) + " |",
+              "|---|" + "---:|" * sum(key in c for _, c in _columns(res))]
+    for k, sec in enumerate(SECTOR_NAMES):
+        w = 45
+        cells = []
+        for _, col in _columns(res):
+            if key not in col:
+                continue
+            r = col[key]["sure"]["sectors"][k]
+            cells.append("0" if not r["n"] else
+                         f"{r['n']} / {_f(r['med_err_deg'], '{:.1f}')} / {_pct(r['acc_30'])} / {r['flips']}")
+        lines.append(f"| {sec} {(k * w - w / 2) % 360:g}-{k * w + w / 2:g} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def format_benchmark(res: dict) -> str:
+    """The Markdown tables (they read in a terminal and paste into docs as they are)."""
+    lines = [f"pose model: {res['pose_model']}", f"detector: {res['det_model'] or '(not run)'}"
+             + (f", input {res['det_input_hw'][0]}x{res['det_input_hw'][1]}, conf {res['conf']}"
+                if res.get("det_input_hw") else ""), ""]
+    lines += _pose_table(res, "pose", "Pose on the true boxes (sure labels)")
+    lines += ["", "Acc@30 by confidence fifth (lowest first), true boxes:", "",
+              "| source | 1 | 2 | 3 | 4 | 5 |", "|---|---:|---:|---:|---:|---:|"]
+    for name, col in _columns(res):
+        q = col["pose"]["confidence_quintiles"]
+        lines.append(f"| {name} | " + " | ".join(f"{_pct(r['acc_30'])} (R>={r['conf_from']:.2f})" for r in q) + " |")
+    if "det" in res["union"]:
+        lines += ["", f"### Detector (IoU 0.5, conf {res['conf']})", "",
+                  "| source | AP@0.5 >= 40 px | P | R | AOS | AOS/AP | AP@0.5 all | P all | R all | recall 20-40 px "
+                  "| detector ms | frame ms |", "|---|" + "---:|" * 11]
+        for name, col in _columns(res):
+            d, a = col["det"]["tall"], col["det"]["all"]
+            sm = col["det"]["small"]
+            t = col["det"].get("timing")
+            ratio = d["aos"] / d["ap50"] if d["ap50"] > 0 else None
+            lines.append(f"| {name} | {_f(d['ap50'])} | {_f(d['precision'])} | {_f(d['recall'])} | {_f(d['aos'])} "
+                         f"| {_f(ratio)} | {_f(a['ap50'])} | {_f(a['precision'])} | {_f(a['recall'])} "
+                         f"| {sm['found']} of {sm['gt']} | {_f(t and t['detect_ms'], '{:.1f}')} "
+                         f"| {_f(t and t['total_ms'], '{:.1f}')} |")
+        lines += [""]
+        lines += _pose_table(res, "end_to_end", "End to end: azimuth of the cars the detector found (its boxes)")
+    lines += ["", "Selection scores: pose balanced Acc@30 (mean over sources of the mean per-sector Acc@30, "
+              f"sectors with >= 3 cars) {_pct(res['selection']['pose_balanced_acc30'])}; detector mean AP@0.5 "
+              f">= 40 px over sources {_f(res['selection']['det_mean_ap_tall'])}"]
+    return "\n".join(lines)
+
+
+def headline(res: dict) -> str:
+    """The one line the README and the model cards quote."""
+    u = res["union"]
+    p = u["pose"]["sure"]
+    parts = [f"pose Acc@30 {_pct(p['acc_30'])}, flips {_pct(p['flip_rate'])} (n={p['n']})"]
+    if "det" in u:
+        parts.append(f"detector AP@0.5 {_f(u['det']['tall']['ap50'])} (cars >= 40 px)")
+    per = []
+    for name, s in res["sources"].items():
+        q = s["pose"]["sure"]
+        per.append(f"{name} {_pct(q['acc_30'])} / {_pct(q['flip_rate'])}"
+                   + (f" / AP {_f(s['det']['tall']['ap50'])}" if "det" in s else ""))
+    return "headline (union of " + ", ".join(res["sources"]) + "): " + "; ".join(parts) + " | per source: " \
+        + "; ".join(per)
+
+
+def _public(obj: object) -> object:
+    if isinstance(obj, dict):
+        return {k: _public(v) for k, v in obj.items() if not str(k).startswith("_")}
+    if isinstance(obj, list):
+        return [_public(v) for v in obj]
+    return obj
+
+
+def write_outputs(res: dict, out: Path, worst: int = 24) -> list[Path]:
+    """benchmark.json, benchmark.md and the contact sheets; returns what it wrote."""
+    out.mkdir(parents=True, exist_ok=True)
+    written = [out / "benchmark.json", out / "benchmark.md"]
+    (out / "benchmark.json").write_text(json.dumps(_public(res), indent=1, default=float))
+    (out / "benchmark.md").write_text(format_benchmark(res) + "\n\n" + headline(res) + "\n")
+    pose_name = Path(res["pose_model"]).name
+    for name, cases in res["_cases"].items():
+        if cases:
+            written.append(save_worst_errors_sheet(cases, out / f"{name}_pose_worst.jpg", count=worst,
+                                                   title=f"{pose_name} on {name}, true boxes"))
+        rear = [c for c in cases if float(angular_error(c.true_deg, 180.0)) < 22.5]
+        if rear:
+            written.append(save_worst_errors_sheet(rear, out / f"{name}_rear.jpg", count=min(len(rear), 48),
+                                                   title=f"{pose_name} on {name}: every car seen from behind"))
+    for name, verdicts in res["_verdicts"].items():
+        if verdicts:
+            written.append(save_frames_sheet(verdicts, out / f"{name}_det_frames.jpg",
+                                             title=f"{Path(res['det_model']).name} on {name}, conf {res['conf']}"))
+    return written
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="carpose-benchmark", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--sources", nargs="+", help="source names (nuscenes_front, kitti_val) or KITTI folders "
+                                                "FOLDER[:IMAGES]; default: every registered source found")
+    p.add_argument("--pose-model", default=str(DEFAULT_POSE_MODEL))
+    p.add_argument("--det-model", default=str(DEFAULT_DET_MODEL))
+    p.add_argument("--det-classes", help="e.g. '2:car' for COCO weights")
+    p.add_argument("--no-det", action="store_true", help="pose on the true boxes only")
+    p.add_argument("--conf", type=float, default=0.35, help="the detector's operating threshold")
+    p.add_argument("--imgsz", type=int, default=640, help="detector input side (a fixed-size ONNX uses its own)")
+    p.add_argument("--timing-frames", type=int, default=30, help="frames per source timed with the runtime's settings")
+    p.add_argument("--out", default="runs/benchmark", help="folder for benchmark.json/.md and the sheets")
+    p.add_argument("--quiet", action="store_true")
+    args = p.parse_args(argv)
+    from carpose.infer import parse_classes
+
+    try:
+        sources, missing = resolve_sources(args.sources)
+        for m in missing:
+            print(f"carpose-benchmark: skipped {m}", file=sys.stderr)
+        res = run_benchmark(sources, args.pose_model, None if args.no_det else args.det_model, args.conf,
+                            parse_classes(args.det_classes), args.imgsz, not args.quiet, args.timing_frames)
+        written = write_outputs(res, Path(args.out))
+    except (FileNotFoundError, ValueError) as exc:
+        print(f"carpose-benchmark: error: {exc}", file=sys.stderr)
+        return 2
+    print(format_benchmark(res))
+    print()
+    print("wrote " + ", ".join(str(w) for w in written))
+    print(headline(res))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,139 @@
+"""The real validation sources: where their labels and images are, what counts as a car, and the leak guard.
+
+Why one registry: every tool that chooses or reports a model on real photos (``carpose-benchmark``,
+``carpose-train --real``, the detector's epoch choice) must score the same frames with the same
+rules, and every tool that *uses* real photos for something else (render backgrounds, BatchNorm
+statistics, pseudo-labels) must refuse these frames. A figure measured on frames that also shaped the
+model says nothing about a camera the model has never seen.
+
+Sources (``VALIDATION_SOURCES``):
+
+- ``nuscenes_front``: 50 nuScenes front-camera frames (Boston, 1600x900), the project's hand labels
+  (``data/real/nuscenes_front/label_2``, with a "sure" flag), images in ``../shared``. Every labelled
+  car is scored (the labellers drew cars >= 30 px).
+- ``kitti_val``: 44 KITTI frames (Karlsruhe, 1242x375) with the official labels, in ``../shared``.
+  Pose: ``Car`` under KITTI's usual filter (box >= 20 px, truncation <= 0.5, occlusion <= 2). Detector:
+  ``Car`` and ``Van`` are cars (a van is what the product must find too).
+
+``../shared`` is found at ``$CARPOSE_SHARED`` or beside the checkout; a source whose images are absent
+is reported as missing, never silently scored on nothing.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from carpose.shipped import SOURCE_ROOT
+
+
+def shared_root() -> Path:
+    """``../shared`` beside the checkout, or ``$CARPOSE_SHARED``."""
+    return Path(os.environ.get("CARPOSE_SHARED", SOURCE_ROOT.parent / "shared"))
+
+
+@dataclass(frozen=True)
+class RealSource:
+    """One labelled real validation source (KITTI-format labels) and its scoring rules."""
+
+    name: str
+    labels: Path  # KITTI folder holding label_2/
+    images: Path  # image folder
+    camera: str = ""
+    #: Pose on the true boxes: which objects, and the filter (KITTI "moderate"-like).
+    pose_types: tuple[str, ...] = ("Car",)
+    pose_min_height: float = 20.0
+    pose_max_truncation: float = 0.5
+    pose_max_occlusion: int = 2
+    #: Detector: which types are cars (others of ``carpose.eval.det_eval`` are ignore regions).
+    det_types: tuple[str, ...] = ("Car",)
+
+    @property
+    def available(self) -> bool:
+        return (self.labels / "label_2").is_dir() and self.images.is_dir()
+
+    def missing(self) -> str:
+        """Why the source cannot be scored here ('' when it can)."""
+        if not (self.labels / "label_2").is_dir():
+            return f"no labels at {self.labels / 'label_2'}"
+        if not self.images.is_dir():
+            return f"no images at {self.images} (../shared is optional; set CARPOSE_SHARED)"
+        return ""
+
+
+def validation_sources(shared: Path | None = None) -> list[RealSource]:
+    """The project's real validation sources (available or not)."""
+    sh = shared_root() if shared is None else Path(shared)
+    return [
+        RealSource("nuscenes_front", SOURCE_ROOT / "data" / "real" / "nuscenes_front",
+                   sh / "real" / "nuscenes_front" / "image_2", "nuScenes front, Boston, 1600x900",
+                   pose_min_height=0.0, pose_max_truncation=1.0, pose_max_occlusion=3),
+        RealSource("kitti_val", sh / "real" / "kitti_val", sh / "real" / "kitti_val" / "image_2",
+                   "KITTI, Karlsruhe, 1242x375", det_types=("Car", "Van")),
+    ]
+
+
+def source_from_spec(spec: str, shared: Path | None = None) -> RealSource:
+    """A registered source name (``kitti_val``), or ``FOLDER`` / ``FOLDER:IMAGES`` for any KITTI-format
+    folder (scored with the default rules; ``Car`` and ``Van`` are cars for the detector)."""
+    known = {s.name: s for s in validation_sources(shared)}
+    if spec in known:
+        return known[spec]
+    folder, _, images = spec.partition(":")
+    root = Path(folder)
+    if not (root / "label_2").is_dir():
+        raise FileNotFoundError(f"real source {spec!r}: neither a known source ({', '.join(known)}) nor a "
+                                f"KITTI-format folder with label_2/")
+    return RealSource(root.name, root, Path(images) if images else root / "image_2", det_types=("Car", "Van"))
+
+
+def resolve_sources(specs: list[str] | None, shared: Path | None = None) -> tuple[list[RealSource], list[str]]:
+    """The sources named by ``specs`` (default: every registered one) that can be scored here, and a
+    line for each one that cannot (missing images or labels)."""
+    srcs = validation_sources(shared) if not specs else [source_from_spec(s, shared) for s in specs]
+    ok = [s for s in srcs if s.available]
+    return ok, [f"{s.name}: {s.missing()}" for s in srcs if not s.available]
+
+
+# ----------------------------------------------------------------------------------------------- leaks
+
+
+def validation_folders(shared: Path | None = None) -> list[Path]:
+    """Every folder whose frames are validation frames: the sources' image and label folders, and the
+    whole ``../shared/real`` tree (any labelled real frame the project is checked on)."""
+    sh = shared_root() if shared is None else Path(shared)
+    out = [sh / "real", SOURCE_ROOT / "data" / "real"]
+    for s in validation_sources(sh):
+        out += [s.images, s.labels]
+    return out
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    try:
+        path.resolve().relative_to(folder.resolve())
+        return True
+    except ValueError:
+        return False
+
+
+def leaked_folder(path: str | Path, shared: Path | None = None) -> Path | None:
+    """The validation folder that ``path`` is, or lies in (None when it is not validation data)."""
+    p = Path(path)
+    return next((f for f in validation_folders(shared) if _inside(p, f)), None)
+
+
+class ValidationLeakError(ValueError):
+    """Validation frames were asked to serve as training signal (backgrounds, BN statistics, ...)."""
+
+
+def refuse_validation_frames(path: str | Path | None, use: str, shared: Path | None = None) -> None:
+    """Raise :class:`ValidationLeakError` when ``path`` holds validation frames. ``use`` says what the
+    frames were meant for ("render backgrounds", "BatchNorm statistics"), so the error reads well."""
+    if path is None:
+        return
+    hit = leaked_folder(path, shared)
+    if hit is not None:
+        raise ValidationLeakError(
+            f"{path} holds real validation frames ({hit}); they may choose and score models but never serve "
+            f"as {use}. Use unlabelled real photos instead: {shared_root() / 'real_unlabelled'}")
