@@ -12,6 +12,7 @@ so ``kitti_pairs`` takes the image folder separately (``images=``).
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,6 +21,9 @@ import numpy as np
 from carpose.convention import azimuth_from_kitti_alpha
 
 IMAGE_EXTS = (".png", ".jpg", ".jpeg")
+#: Types a detection may land on without being a false positive when they are not counted (KITTI:
+#: a detector of cars is not punished for a van or a DontCare region).
+NOT_FP_TYPES = ("DontCare", "Van", "Truck")
 
 
 @dataclass
@@ -31,6 +35,24 @@ class KittiObject:
     box_xyxy: np.ndarray
     #: Labeller sure of the azimuth within 30 deg (16th field of our real labels; absent = sure).
     sure: bool = True
+    #: 3-D box: height, width, length (m), bottom centre in the rectified reference camera (m), yaw
+    #: about its y axis (rad). Unknown in DontCare and our hand labels: -1 / -1000 / -10.
+    dims_hwl: np.ndarray | None = None
+    location: np.ndarray | None = None
+    rotation_y: float = math.nan
+
+    @property
+    def has_3d(self) -> bool:
+        """A real 3-D box (not KITTI's -1 / -1000 / -10 placeholders): sizes > 0, in front of the
+        camera, yaw in [-pi, pi]."""
+        return (self.dims_hwl is not None and self.location is not None and bool(np.all(self.dims_hwl > 0))
+                and bool(np.all(np.abs(self.location) < 1000)) and self.location[2] > 0
+                and abs(self.rotation_y) <= math.pi + 1e-3)
+
+    @property
+    def has_alpha(self) -> bool:
+        """alpha is an angle, not KITTI's -10 placeholder (DontCare)."""
+        return abs(self.alpha) <= math.pi + 1e-3
 
     @property
     def azimuth_deg(self) -> float:
@@ -59,8 +81,20 @@ def parse_kitti_label(path: str | Path) -> list[KittiObject]:
             sure = len(parts) < 16 or float(parts[15]) >= 0.5
         except ValueError as exc:
             raise ValueError(f"{path}:{ln}: the 16th field (sure flag) must be 1 or 0: {exc}") from exc
-        objs.append(KittiObject(parts[0], vals[0], int(vals[1]), vals[2], np.array(vals[3:7], np.float64), sure))
+        objs.append(KittiObject(parts[0], vals[0], int(vals[1]), vals[2], np.array(vals[3:7], np.float64), sure,
+                                np.array(vals[7:10], np.float64), np.array(vals[10:13], np.float64), vals[13]))
     return objs
+
+
+def split_ground_truth(objs: list[KittiObject], types: tuple[str, ...],
+                       min_height: float) -> tuple[list[int], list[int]]:
+    """(counted, ignored) object indices, the KITTI rule carpose-det-eval and real-frame bags share:
+    ``types`` at least ``min_height`` px tall are counted; the rest of ``types`` and the
+    NOT_FP_TYPES are ignore regions (a detection there counts neither way); anything else
+    (pedestrians, cyclists, trams) is not a car at all."""
+    counted = [i for i, o in enumerate(objs) if o.type in types and o.height_px >= min_height]
+    ignored = [i for i, o in enumerate(objs) if i not in counted and o.type in (*types, *NOT_FP_TYPES)]
+    return counted, ignored
 
 
 def kitti_pairs(root: str | Path, images: str | Path | None = None) -> list[tuple[Path, Path]]:

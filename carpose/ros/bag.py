@@ -51,6 +51,8 @@ COMPRESSED_TYPE = "sensor_msgs/msg/CompressedImage"
 CAR_POSE_ARRAY = "carpose_msgs/msg/CarPoseArray"
 POSE_ARRAY = "geometry_msgs/msg/PoseArray"
 BAG_VERSION = 9
+#: Header stamp of frame 0 of the bags carpose writes (fixed, so the same input gives the same bag).
+START_NS = 1_700_000_000 * 1_000_000_000
 #: GT is attached to an image by equal header stamps; else the nearest one within this (ns).
 STAMP_TOLERANCE_NS = 5_000_000
 #: ``gt_topic`` default of the reader: the standard topic if the bag has it, else no ground truth.

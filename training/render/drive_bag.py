@@ -1,12 +1,17 @@
-"""``carpose-make-bag``: render a synthetic drive (training.render.drive) into a rosbag2 test bag.
+"""``carpose-make-bag``: a rosbag2 test bag, rendered (a synthetic drive) or from real labelled frames.
 
     carpose-make-bag data/drive_bag --frames 60 --fps 10 --width 640 --height 480 --storage mcap
+    carpose-make-bag --from-kitti ../shared/real/kitti_val data/kitti_bag
+    carpose-make-bag --from-kitti data/real/nuscenes_front data/nuscenes_bag \\
+        --images ../shared/real/nuscenes_front/image_2
 
 The bag has the camera images, camera info and per-car ground truth (carpose.ros.bag describes the
-topics). It is written as ``OUT_BAG.partial`` and renamed when complete, so an interrupted run never
-leaves a bag under the final name (a stale ``.partial`` is removed by the next run). The same
-arguments give the same labels and stamps, and the same images up to a few z-fighting pixels
-(training.render.drive).
+topics). The drive is rendered by training.render.drive: the same arguments give the same labels
+and stamps, and the same images up to a few z-fighting pixels. ``--from-kitti DIR`` writes the
+frames of a KITTI-format folder instead (carpose.eval.kitti_bag: which objects count, azimuth from
+alpha, no CameraInfo without calib). Either way the bag is written as ``OUT_BAG.partial`` and renamed
+when complete, so an interrupted run never leaves a bag under the final name (a stale ``.partial``
+is removed by the next run).
 """
 
 from __future__ import annotations
@@ -20,10 +25,8 @@ from pathlib import Path
 
 import numpy as np
 
-from carpose.ros.bag import STORAGES, BagWriter, GtCar, atomic_bag
-
-#: Header stamp of frame 0 (fixed so the same arguments give the same bag).
-START_NS = 1_700_000_000 * 1_000_000_000
+from carpose.eval.kitti_bag import CUSTOM_DATA_KEY, DEFAULT_MIN_HEIGHT, DEFAULT_TYPES, make_kitti_bag
+from carpose.ros.bag import START_NS, STORAGES, BagReader, BagWriter, GtCar, atomic_bag
 
 
 def frame_gt(cars: list[dict]) -> list[GtCar]:
@@ -69,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="carpose-make-bag", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("out", metavar="OUT_BAG", help="bag directory to create")
-    p.add_argument("--frames", type=int, default=60)
+    p.add_argument("--frames", type=int, help="drive length (default 60); with --from-kitti: only the first N")
     p.add_argument("--fps", type=float, default=10.0)
     p.add_argument("--width", type=int, default=640)
     p.add_argument("--height", type=int, default=480)
@@ -83,17 +86,35 @@ def main(argv: list[str] | None = None) -> int:
                    help="which cars: held out from training (default), training cars, or any")
     p.add_argument("--overwrite", action="store_true")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    real = p.add_argument_group("real frames (--from-kitti; --width/--height/--seed/--cars/--models do not apply)")
+    real.add_argument("--from-kitti", metavar="DIR", help="KITTI-format folder: label_2/ (+ image_2/, calib/)")
+    real.add_argument("--images", metavar="IMGDIR", help="image folder when it is not DIR/image_2")
+    real.add_argument("--types", default=",".join(DEFAULT_TYPES), help="label types that are cars (default Car,Van)")
+    real.add_argument("--min-height", type=float, default=DEFAULT_MIN_HEIGHT,
+                      help="smaller cars are ignore regions (px; default 25, KITTI moderate)")
     args = p.parse_args(argv)
+    if args.images and not args.from_kitti:
+        p.error("--images needs --from-kitti")
     t0 = time.perf_counter()
     try:
-        out = make_bag(args.out, args.frames, args.fps, args.width, args.height, args.storage, args.seed, args.cars,
-                       args.models, args.procedural, args.split, args.overwrite, not args.quiet)
+        if args.from_kitti:
+            out = make_kitti_bag(args.from_kitti, args.out, args.images, args.fps,
+                                 tuple(t.strip() for t in args.types.split(",") if t.strip()), args.min_height,
+                                 args.storage, args.frames, args.overwrite, not args.quiet)
+        else:
+            out = make_bag(args.out, args.frames or 60, args.fps, args.width, args.height, args.storage, args.seed,
+                           args.cars, args.models, args.procedural, args.split, args.overwrite, not args.quiet)
     except (ValueError, FileExistsError, FileNotFoundError) as exc:
         print(f"carpose-make-bag: {exc}", file=sys.stderr)
         return 2
     size = sum(f.stat().st_size for f in out.iterdir()) / 1e6
-    print(f"wrote {out} ({args.storage}, {args.frames} frames {args.width}x{args.height} at {args.fps:g} fps, "
-          f"{size:.1f} MB) in {time.perf_counter() - t0:.1f} s")
+    if args.from_kitti:
+        info = json.loads(BagReader(out).custom_data[CUSTOM_DATA_KEY])
+        what = (f"{info['frames']} real frames of {args.from_kitti} at {args.fps:g} fps, types "
+                f"{','.join(info['types'])}, CameraInfo: {info['camera_info']}")
+    else:
+        what = f"{args.frames or 60} frames {args.width}x{args.height} at {args.fps:g} fps"
+    print(f"wrote {out} ({args.storage}, {what}, {size:.1f} MB) in {time.perf_counter() - t0:.1f} s")
     return 0
 
 
