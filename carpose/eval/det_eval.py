@@ -31,7 +31,14 @@ from carpose.eval.azimuth_report import DEFAULT_MIN_HEIGHT, azimuth_summary, for
 from carpose.eval.det_sheet import FrameVerdict, save_frames_sheet
 from carpose.eval.error_sheet import ErrorCase, save_worst_errors_sheet
 from carpose.eval.kitti import KittiObject, kitti_pairs, parse_kitti_label, split_ground_truth
-from carpose.eval.scoring import FrameMatch, detection_report, match_frame, matched_azimuth_errors
+from carpose.eval.scoring import (
+    FrameMatch,
+    average_orientation_similarity,
+    detection_report,
+    match_frame,
+    matched_azimuth_errors,
+    with_orientation,
+)
 from carpose.pipeline import DEFAULT_DET_MODEL, DEFAULT_POSE_MODEL, Pipeline, PipelineConfig
 
 #: Box-height bins (px) of the recall table: where the detector starts to miss cars.
@@ -91,8 +98,10 @@ def evaluate_folder(root: str | Path, pipe: Pipeline, conf: float, types: tuple[
         scores = np.array([c.score for c in res.cars], np.float64)
         pred_az = np.array([c.azimuth_deg for c in res.cars], np.float64)
         m, gt = _match(objs, types, min_height, boxes, scores)
+        m = with_orientation(m, pred_az, np.array([objs[i].azimuth_deg for i in gt]))
         matches["all"].append(m)
-        matches["tall"].append(_match(objs, types, tall, boxes, scores)[0])
+        mt, gt_tall = _match(objs, types, tall, boxes, scores)
+        matches["tall"].append(with_orientation(mt, pred_az, np.array([objs[i].azimuth_deg for i in gt_tall])))
         # Recall by height: every labelled car is ground truth here, however small.
         mh, cars = _match(objs, types, 0.0, boxes, scores)
         heights += [objs[i].height_px for i in cars]
@@ -121,22 +130,26 @@ def evaluate_folder(root: str | Path, pipe: Pipeline, conf: float, types: tuple[
         by_height.append({"from_px": lo, "to_px": None if math.isinf(hi) else hi, "gt": int(sel.sum()),
                           "found": int(f[sel].sum()), "recall": float(f[sel].mean()) if sel.any() else None})
     ms = np.asarray(det_ms[1:] if len(det_ms) > 1 else det_ms)  # the first frame pays for warm-up
-    summary = {"frames": n_frames, "min_height_px": min_height, **reps["all"].to_dict(),
+    aos = {k: average_orientation_similarity(v) for k, v in matches.items()}
+    summary = {"frames": n_frames, "min_height_px": min_height, **reps["all"].to_dict(), "aos": aos["all"],
                "detect_ms": {"median": float(np.median(ms)), "mean": float(ms.mean())} if len(ms) else None,
-               "tall": {"min_height_px": tall, **reps["tall"].to_dict()},
+               "tall": {"min_height_px": tall, **reps["tall"].to_dict(), "aos": aos["tall"]},
                "recall_by_height": by_height,
                "azimuth_on_matched": azimuth_summary(err, true, sure, hpx, pose_tall)}
     return {"summary": summary, "curve": reps["all"].curve, "curve_tall": reps["tall"].curve, "cases": cases,
-            "verdicts": verdicts}
+            "verdicts": verdicts, "matches": matches}
 
 
 def format_detection(s: dict) -> str:
     """The detection table and the recall-by-height table (Markdown, like the azimuth tables)."""
-    lines = [f"detection at conf {s['threshold']} (IoU 0.5; smaller cars are ignore regions)", "",
-             "| cars | TP | FP | FN | precision | recall | AP@0.5 |", "|---|---:|---:|---:|---:|---:|---:|"]
+    lines = [f"detection at conf {s['threshold']} (IoU 0.5; smaller cars are ignore regions; AOS: KITTI's "
+             "average orientation similarity)", "",
+             "| cars | TP | FP | FN | precision | recall | AP@0.5 | AOS | AOS/AP |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for name, r in ((f">= {s['min_height_px']:g} px", s), (f">= {s['tall']['min_height_px']:g} px", s["tall"])):
+        ratio = r["aos"] / r["ap50"] if r["ap50"] > 0 else float("nan")
         lines.append(f"| {name} | {r['tp']} | {r['fp']} | {r['fn']} | {r['precision']:.3f} | {r['recall']:.3f} "
-                     f"| {r['ap50']:.3f} |")
+                     f"| {r['ap50']:.3f} | {r['aos']:.3f} | {ratio:.3f} |")
     lines += ["", f"recall by box height at conf {s['threshold']} (every labelled car)", "",
               "| height (px) | cars | found | recall |", "|---|---:|---:|---:|"]
     for b in s["recall_by_height"]:
