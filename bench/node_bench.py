@@ -93,7 +93,7 @@ def run_case(width: int, height: int, rate: float, qos: str, seconds: float, env
     from rclpy.context import Context
     from rclpy.executors import SingleThreadedExecutor
 
-    from carpose.eval.bag_eval import NodeProcess
+    from carpose.eval.node_process import NodeProcess
 
     env = dict(env, ROS_DOMAIN_ID=str(domain), ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST")
     node = NodeProcess(["-r", f"image:={TOPIC}", "-p", "debug_image:=false"], workdir / f"node_{domain}.log",

@@ -234,7 +234,8 @@ def _car(box, az, score=0.9) -> CarPoseResult:
 
 
 def test_scoring_hand_made_cases():
-    from carpose.eval.bag_eval import FrameOut, RunResult, agreement, score_run
+    from carpose.eval.bag_replay import FrameOut, RunResult
+    from carpose.eval.bag_scoring import agreement, score_run
 
     gt = {0: [GtCar(np.array([0, 0, 100, 50.0]), 10.0, 1, False, np.array([0, 0, 8.0])),
               GtCar(np.array([200, 0, 220, 10.0]), 90.0, 2, True)],
@@ -276,7 +277,8 @@ def tiny_pose(pose_run, tmp_path_factory) -> Path:
 def test_live_replay_plumbing_with_tiny_models(tmp_path, tiny_pose):
     pytest.importorskip("rclpy")
     pytest.importorskip("carpose_msgs.msg")
-    from carpose.eval.bag_eval import EvalConfig, evaluate
+    from carpose.eval.bag_eval import evaluate
+    from carpose.eval.bag_replay import EvalConfig
 
     bag = _write_bag(tmp_path / "bag", "sqlite3", _frames(5, 96, 128))
     out = tmp_path / "eval"
@@ -340,7 +342,8 @@ def test_shipped_models_on_a_synthetic_drive(tmp_path):
     that detector was trained for (real road frames); the previous, render-only detector found all
     cars within 30 m here and a fifth of the real ones (models/README.md)."""
     pytest.importorskip("rclpy")
-    from carpose.eval.bag_eval import EvalConfig, evaluate
+    from carpose.eval.bag_eval import evaluate
+    from carpose.eval.bag_replay import EvalConfig
     from training.render.drive_bag import main as make_main
 
     bag = tmp_path / "drive"

@@ -37,7 +37,7 @@ from sensor_msgs.msg import CompressedImage, Image  # noqa: E402
 from std_srvs.srv import SetBool  # noqa: E402
 from visualization_msgs.msg import Marker, MarkerArray  # noqa: E402
 
-from carpose.eval import bag_eval  # noqa: E402
+from carpose.eval import node_process  # noqa: E402
 from carpose.ros.convert import cv2_to_compressed_imgmsg, cv2_to_imgmsg  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -93,8 +93,8 @@ class RosClient:
             self.node.destroy_client(cli)
 
 
-class NodeProcess(bag_eval.NodeProcess):
-    """The node as a subprocess on this test run's private ROS domain (carpose.eval.bag_eval's runner)."""
+class NodeProcess(node_process.NodeProcess):
+    """The node as a subprocess on this test run's private ROS domain (carpose.eval.node_process's runner)."""
 
     def __init__(self, ros_args: list[str], log: Path, **kwargs: Any) -> None:
         super().__init__(ros_args, log, DOMAIN_ID, **kwargs)
