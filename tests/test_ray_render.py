@@ -201,10 +201,12 @@ def test_worker_without_shared_parts_returns_its_block(tmp_path):
     (store.parts / TOKEN_FILE).write_text("the-driver-token")
     args = ("crops", SPEC, CFG, None, None, SEED, store)
     try:
-        rows, arrays = render_block_task(args, 1, "k", "another-driver")  # not our parts folder
+        # not our parts folder
+        rows, arrays = render_block_task(jobs.job_block_arrays, args, 1, "k", "another-driver")
         assert rows == 4 and arrays["f:images"].shape == (4, 48, 48, 3)
         assert not store.block_path(1).exists()
-        rows, arrays = render_block_task(args, 1, "k", "the-driver-token")  # shared: saved in place
+        # shared: saved in place
+        rows, arrays = render_block_task(jobs.job_block_arrays, args, 1, "k", "the-driver-token")
         assert rows == 4 and arrays is None and store.block_path(1).exists()
     finally:
         if "renderer" in jobs._W:

@@ -149,6 +149,19 @@ def _init_worker(kind: str, spec: ModelSpec, cfg: RenderConfig, scfg: SceneConfi
               negatives=negatives)
 
 
+def job_block_arrays(args: tuple, b: int, job_key: str) -> dict:
+    """Block ``b`` of the job ``args`` (``_init_worker``'s arguments) in a long-lived worker that runs
+    blocks of several jobs (a Ray worker): the renderer is built once per ``job_key`` and kept for
+    that job's later blocks. Handed to training.render.ray_jobs as a function, so that module needs
+    nothing from this one."""
+    if _W.get("job_key") != job_key:
+        if "renderer" in _W:
+            _W.pop("renderer").close()
+        _init_worker(*args)
+        _W["job_key"] = job_key
+    return _block_arrays(b)
+
+
 def _render_block(b: int) -> int:
     """Render block ``b`` and save it under ``<out>.parts`` (the local worker path)."""
     arrays = _block_arrays(b)
@@ -228,7 +241,8 @@ def run_job(kind: str, out: str | Path, count: int, spec: ModelSpec, cfg: Render
         if ray is not None:
             from training.render.ray_jobs import run_blocks_on_ray
 
-            run_blocks_on_ray(ray, args, todo, finished, num_cpus=workers if workers > 1 else None)
+            run_blocks_on_ray(ray, job_block_arrays, args, todo, finished,
+                              num_cpus=workers if workers > 1 else None)
         elif workers <= 1:
             _init_worker(*args)
             for b in todo:

@@ -25,6 +25,11 @@ from collections.abc import Callable
 
 log = logging.getLogger(__name__)
 
+#: Renders block ``b`` of the job ``args`` on a worker that keeps its renderer per ``job_key``:
+#: ``(args, b, job_key) -> arrays`` (training.render.jobs.job_block_arrays). Passed in rather than
+#: imported, so the driver's jobs module imports this one and not the other way round.
+BlockArrays = Callable[[tuple, int, str], dict]
+
 MAX_RETRIES = 4  # per task, on a dead worker (node lost, OOM-killed, preempted) or an exception
 TOKEN_FILE = "ray_driver.token"
 _LOCAL = "local"
@@ -46,19 +51,12 @@ def connect(address: str, num_cpus: int | None = None) -> bool:
     return True
 
 
-def render_block_task(args: tuple, b: int, job_key: str, token: str) -> tuple[int, dict | None]:
+def render_block_task(block_arrays: BlockArrays, args: tuple, b: int, job_key: str,
+                      token: str) -> tuple[int, dict | None]:
     """One block on a Ray worker: (rows, None) when saved into the shared parts folder, else
     (rows, arrays) for the driver to save."""
-    os.environ.setdefault("PYOPENGL_PLATFORM", "egl")  # before pyrender is first imported here
-    from training.render import jobs
-
-    if jobs._W.get("job_key") != job_key:
-        if "renderer" in jobs._W:
-            jobs._W.pop("renderer").close()
-        jobs._init_worker(*args)
-        jobs._W["job_key"] = job_key
-    store = jobs._W["store"]
-    arrays = jobs._block_arrays(b)
+    store = args[-1]
+    arrays = block_arrays(args, b, job_key)
     rows = len(arrays["f:images"])
     token_file = store.parts / TOKEN_FILE
     try:
@@ -71,10 +69,11 @@ def render_block_task(args: tuple, b: int, job_key: str, token: str) -> tuple[in
     return rows, arrays
 
 
-def run_blocks_on_ray(address: str, args: tuple, todo: list[int], finished: Callable[[int], None],
-                      num_cpus: int | None = None) -> None:
-    """Render the blocks ``todo`` of the job ``args`` (jobs._init_worker's arguments) as Ray tasks;
-    ``finished(rows)`` is called on the driver as each block lands in ``<out>.parts``."""
+def run_blocks_on_ray(address: str, block_arrays: BlockArrays, args: tuple, todo: list[int],
+                      finished: Callable[[int], None], num_cpus: int | None = None) -> None:
+    """Render the blocks ``todo`` of the job ``args`` as Ray tasks, each by ``block_arrays(args, b,
+    job_key)`` on a worker (training.render.jobs.job_block_arrays; ``args[-1]`` is the job's
+    BlockStore); ``finished(rows)`` is called on the driver as each block lands in ``<out>.parts``."""
     if not todo:
         return
     store = args[-1]
@@ -96,7 +95,7 @@ def run_blocks_on_ray(address: str, args: tuple, todo: list[int], finished: Call
             window = max(4, 2 * int(ray.cluster_resources().get("CPU", 1)))
             while queue and len(pending) < window:
                 b = queue.pop(0)
-                pending[remote.remote(args_ref, b, job_key, token)] = b
+                pending[remote.remote(block_arrays, args_ref, b, job_key, token)] = b
             done, _ = ray.wait(list(pending), num_returns=1, timeout=5.0)
             for ref in done:
                 b = pending.pop(ref)
