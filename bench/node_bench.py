@@ -34,10 +34,20 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
 
-REAL_FRAMES = Path(__file__).resolve().parents[2] / "shared" / "real" / "nuscenes_front" / "image_2"
+REAL_FRAMES = REPO.parent / "shared" / "real" / "nuscenes_front" / "image_2"
 TOPIC = "/bench_cam/image_raw"
+
+
+def shown_path(value: str) -> str:
+    """An absolute path inside this checkout as a repo-relative one, anything else as it is: the
+    printed table goes into the README, which must not carry one machine's checkout location."""
+    path = Path(value)
+    if path.is_absolute() and path.resolve().is_relative_to(REPO):
+        return str(path.resolve().relative_to(REPO))
+    return value
 
 
 # ---- the publisher process ---------------------------------------------------------------------------
@@ -185,7 +195,7 @@ def main(argv: list[str] | None = None) -> None:
         pub_env[NO_DDS_DEFAULTS] = "1"
     rmw = env.get("RMW_IMPLEMENTATION", "default")
     print(f"transport: {a.transport}, publisher {a.pub_transport} (RMW {rmw}, {PROFILES_VAR}="
-          f"{env.get(PROFILES_VAR, '-')}); {a.seconds:g} s per case; source: "
+          f"{shown_path(env.get(PROFILES_VAR, '-'))}); {a.seconds:g} s per case; source: "
           f"{'real frames' if REAL_FRAMES.is_dir() else 'procedural frames'}; {os.cpu_count()} CPUs")
     head = ("| size | Hz | publisher QoS | published | received (after discovery) | processed | dropped | node fps "
             "| latency p50 / p95 ms | pipeline p95 ms |")
