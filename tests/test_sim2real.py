@@ -5,6 +5,7 @@ Real ONNX Runtime, real checkpoints, real rendered scenes exported as a KITTI fo
 from __future__ import annotations
 
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -111,18 +112,27 @@ def real_like_kitti(pose_scenes, tmp_path_factory):
     return root
 
 
-def test_train_chooses_best_checkpoint_on_the_real_folder(pose_crops, real_like_kitti, tmp_path):
+def test_train_chooses_best_checkpoint_on_several_real_sources(pose_crops, real_like_kitti, tmp_path):
+    from training.pose.real_val import selection_key
     from training.pose.train import main
 
+    second = tmp_path / "second"  # a second source: half of the frames' labels, images from the first
+    (second / "label_2").mkdir(parents=True)
+    labels = sorted((real_like_kitti / "label_2").glob("*.txt"))
+    for lab in labels[: len(labels) // 2]:
+        shutil.copy(lab, second / "label_2" / lab.name)
     out = tmp_path / "run"
     assert main(["--train", str(pose_crops), "--val", str(pose_crops), "--out", str(out), "--epochs", "2",
                  "--batch", "32", "--workers", "0", "--limit", "64", "--val-limit", "64", "--quiet",
-                 "--real", str(real_like_kitti), "--aug", "strong"]) == 0
+                 "--real", str(real_like_kitti), f"{second}:{real_like_kitti / 'image_2'}", "--aug", "strong"]) == 0
     hist = json.loads((out / "history.json").read_text())["history"]
-    assert len(hist) == 2 and all(h["real"]["all"]["n"] > 0 for h in hist)
+    assert len(hist) == 2
+    for h in hist:
+        per = h["real"]["sources"]
+        assert set(per) == {"kitti", "second"} and 0 < per["second"]["all"]["n"] < per["kitti"]["all"]["n"]
+        assert h["real"]["sure"]["n"] == per["kitti"]["sure"]["n"] + per["second"]["sure"]["n"]
     ck = torch.load(out / "best.pt", weights_only=True)
-    keys = [(-h["real"]["sure"]["acc_30"], h["real"]["sure"]["flips"], h["real"]["sure"]["med_err_deg"])
-            for h in hist]
+    keys = [selection_key(h["real"]) for h in hist]
     assert ck["epoch"] == (0 if keys[0] <= keys[1] else 1)  # the first best epoch wins a tie
     assert ck["metadata"]["selected_on"].startswith("real:") and ck["metadata"]["augment"] == "strong"
 

@@ -44,7 +44,7 @@ from carpose.eval.det_sheet import save_frames_sheet
 from carpose.eval.error_sheet import ErrorCase, save_worst_errors_sheet
 from carpose.eval.kitti import kitti_pairs
 from carpose.eval.label_crops import kitti_crops, predict_all
-from carpose.eval.real_sources import RealSource, resolve_sources
+from carpose.eval.real_sources import RealSource, leaks_in_metadata, resolve_sources
 from carpose.eval.scoring import (
     SECTOR_NAMES,
     average_orientation_similarity,
@@ -135,7 +135,8 @@ def _small_recall(by_height: list[dict]) -> dict:
     return {"gt": gt, "found": found, "recall": found / gt if gt else None}
 
 
-def _det_rows(matches: dict, conf: float) -> dict:
+def detector_rows(matches: dict, conf: float) -> dict:
+    """AP / P / R / AOS of the 'all' and 'tall' match lists of ``det_eval.evaluate_folder``."""
     rows = {}
     for key in ("all", "tall"):
         rep = detection_report(matches[key], conf)
@@ -161,6 +162,7 @@ def run_benchmark(sources: list[RealSource], pose_model: str | Path = DEFAULT_PO
         raise ValueError("no real validation source to score (../shared absent? see carpose.eval.real_sources)")
     est = PoseEstimator(pose_model)
     res: dict = {"pose_model": str(pose_model), "det_model": str(det_model) if det_model else None, "conf": conf,
+                 "pose_leaks": leaks_in_metadata(est.metadata),
                  "sources": {}, "_cases": {}, "_matched_cases": {}, "_verdicts": {}}
     pose_parts, e2e_parts, det_matches = [], [], {"all": [], "tall": []}
     small = {"gt": 0, "found": 0}
@@ -188,7 +190,7 @@ def run_benchmark(sources: list[RealSource], pose_model: str | Path = DEFAULT_PO
             small = {k: small[k] + sm[k] for k in small}
             me = _matched_errors(r["cases"])
             e2e_parts.append(me)
-            entry["det"] = {**_det_rows(r["matches"], conf), "frames": r["summary"]["frames"],
+            entry["det"] = {**detector_rows(r["matches"], conf), "frames": r["summary"]["frames"],
                             "recall_by_height": r["summary"]["recall_by_height"], "small": sm,
                             "timing": time_frames(run_pipe, src, timing_frames)}
             entry["end_to_end"] = me.report()
@@ -197,7 +199,7 @@ def run_benchmark(sources: list[RealSource], pose_model: str | Path = DEFAULT_PO
         res["sources"][src.name] = entry
     union = {"pose": PoseScores.concat(pose_parts).report()}
     if eval_pipe is not None:
-        union["det"] = {**_det_rows(det_matches, conf), "small": {**small, "recall": small["found"] / small["gt"]
+        union["det"] = {**detector_rows(det_matches, conf), "small": {**small, "recall": small["found"] / small["gt"]
                                                                  if small["gt"] else None}}
         union["end_to_end"] = PoseScores.concat(e2e_parts).report()
     res["union"] = union
@@ -255,6 +257,8 @@ def format_benchmark(res: dict) -> str:
     lines = [f"pose model: {res['pose_model']}", f"detector: {res['det_model'] or '(not run)'}"
              + (f", input {res['det_input_hw'][0]}x{res['det_input_hw'][1]}, conf {res['conf']}"
                 if res.get("det_input_hw") else ""), ""]
+    lines += [f"LEAK: the pose model's metadata says: {leak}: its figures on that source are optimistic" for leak in
+              res.get("pose_leaks", [])]
     lines += _pose_table(res, "pose", "Pose on the true boxes (sure labels)")
     lines += ["", "Acc@30 by confidence fifth (lowest first), true boxes:", "",
               "| source | 1 | 2 | 3 | 4 | 5 |", "|---|---:|---:|---:|---:|---:|"]

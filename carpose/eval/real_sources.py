@@ -117,10 +117,35 @@ def _inside(path: Path, folder: Path) -> bool:
         return False
 
 
+#: Path pieces that name validation frames wherever the checkout or ../shared sits (a dataset records the
+#: path as it was given, relative to the directory it was rendered from).
+VALIDATION_PATH_PIECES = ("real/nuscenes_front", "real/kitti_val", "data/real/")
+
+
 def leaked_folder(path: str | Path, shared: Path | None = None) -> Path | None:
     """The validation folder that ``path`` is, or lies in (None when it is not validation data)."""
     p = Path(path)
-    return next((f for f in validation_folders(shared) if _inside(p, f)), None)
+    hit = next((f for f in validation_folders(shared) if _inside(p, f)), None)
+    if hit is None:
+        text = "/" + p.as_posix().strip("/") + "/"
+        hit = next((Path(piece) for piece in VALIDATION_PATH_PIECES if f"/{piece.strip('/')}/" in text), None)
+    return hit
+
+
+def leaks_in_metadata(meta: dict) -> list[str]:
+    """Where a model's metadata says validation frames shaped it: BatchNorm statistics (``bn_adapted``)
+    or training renders on validation backgrounds (``train_backgrounds``). Figures on those sources are
+    optimistic; ``carpose-benchmark`` prints these lines beside them."""
+    out = []
+    bn = meta.get("bn_adapted") or {}
+    for key in ("images", "boxes"):
+        v = bn.get(key)
+        if isinstance(v, str) and (hit := leaked_folder(v.split()[-1])) is not None:
+            out.append(f"BatchNorm statistics from validation frames ({v}; {hit})")
+    for v in meta.get("train_backgrounds") or []:
+        if isinstance(v, str) and (hit := leaked_folder(v)) is not None:
+            out.append(f"trained on renders over validation backgrounds ({v}; {hit})")
+    return out
 
 
 class ValidationLeakError(ValueError):

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import carpose.detect  # noqa: F401  (makes ultralytics offline before it is imported)
 from training.dataset.export import export_yolo
+from training.dataset.provenance import refuse_leaky_datasets
 
 
 def train_detector(scenes: str | Path | list, out: str | Path, epochs: int, imgsz: int, batch: int, workers: int,
@@ -106,20 +107,35 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--init", help="start from these weights (.pt, or an exported .onnx like models/carpose_det.onnx)")
     p.add_argument("--hours", type=float, help="train for this long instead of --epochs (fits the LR schedule)")
     p.add_argument("--resume", action="store_true", help="continue <out>/train/weights/last.pt")
-    p.add_argument("--export", help="also export the final weights to this ONNX path")
+    p.add_argument("--export", help="also export the final (or, with --real, the chosen) weights to this ONNX path")
+    p.add_argument("--real", nargs="*", metavar="SOURCE",
+                   help="after training, choose among every epoch's weights and last.pt on these real validation "
+                        "sources (carpose-det-select; no names: every registered source found)")
     p.add_argument("--export-hw", type=int, nargs=2, metavar=("H", "W"),
                    help="export a rectangular input (e.g. 384 640 for 16:9 cameras) instead of --imgsz square")
     args = p.parse_args(argv)
     t0 = time.time()
     try:
+        backgrounds = refuse_leaky_datasets(args.scenes)
         best = train_detector(args.scenes, args.out, args.epochs, args.imgsz, args.batch, args.workers,
                               args.device, args.arch, fraction=args.fraction, init=args.init, hours=args.hours,
                               resume=args.resume)
-    except (FileNotFoundError, ValueError) as exc:
+    except (FileNotFoundError, ValueError) as exc:  # ValidationLeakError too
         print(f"carpose-train-det: error: {exc}", file=sys.stderr)
         return 2
     info = {"weights": str(best), "train_minutes": round((time.time() - t0) / 60, 1), "epochs": args.epochs,
-            "imgsz": args.imgsz, "arch": args.arch, "scenes": [str(s) for s in args.scenes]}
+            "imgsz": args.imgsz, "arch": args.arch, "scenes": [str(s) for s in args.scenes],
+            "backgrounds": backgrounds}
+    if args.real is not None:
+        from carpose.eval.real_sources import resolve_sources
+        from training.detector.select import format_scores, select_checkpoint
+
+        weights = best.parent
+        candidates = [*sorted(weights.glob("epoch*.pt"), key=lambda q: int(q.stem[5:].split("_")[0])), best]
+        sources, _ = resolve_sources(args.real or None)
+        best, scores, k = select_checkpoint(candidates, sources, imgsz=args.imgsz)
+        print(format_scores(scores, k))
+        info |= {"weights": str(best), "chosen_on": [s.name for s in sources], "selection": scores}
     if args.export:
         info["onnx"] = str(export_onnx(best, args.export, tuple(args.export_hw) if args.export_hw else args.imgsz))
     (Path(args.out) / "det_train.json").write_text(json.dumps(info, indent=1))

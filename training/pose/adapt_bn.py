@@ -1,6 +1,6 @@
 """``carpose-adapt-bn``: re-estimate a pose checkpoint's batch-norm statistics on unlabelled real crops.
 
-    carpose-adapt-bn runs/posenet/best.pt --images ../shared/real/nuscenes_front/image_2 \\
+    carpose-adapt-bn runs/posenet/best.pt --images ../shared/real_unlabelled \\
         --detector models/carpose_det.onnx --out runs/posenet/best_bn.pt
 
 Why: a network trained only on renders normalises every layer with the renders' feature statistics;
@@ -9,10 +9,13 @@ scaled. Recomputing the BatchNorm means and variances on real car crops (AdaBN) 
 normalisation to real data without one label and without changing a single learned weight.
 
 Car boxes come from a detector run on the photos (``--detector``: no labels at all), or from the
-boxes of a KITTI label folder (``--boxes``: the boxes only, the azimuths are never read). Each box
-gives its crop, cut as the runtime cuts it, and the crop's mirror image. ``--mix`` blends the new
-statistics with the old ones (1 = real only); the result is a normal checkpoint for ``carpose-eval``
-and ``carpose-export``, its metadata says where the statistics came from.
+boxes of a KITTI label folder (``--boxes``: the boxes only, the azimuths are never read). The real
+validation frames are refused (``carpose.eval.real_sources``): statistics taken from them would make
+their figures optimistic. ``--images`` is searched recursively (``real_unlabelled/`` has one folder
+per source). Each box gives its crop, cut as the runtime cuts it, and the crop's mirror image.
+``--mix`` blends the new statistics with the old ones (1 = real only); the result is a normal
+checkpoint for ``carpose-eval`` and ``carpose-export``, its metadata says where the statistics came
+from.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from tqdm import tqdm
 
 from carpose.crop import CropSpec, crop_box
 from carpose.eval.kitti import parse_kitti_label
+from carpose.eval.real_sources import refuse_validation_frames
 from training.pose.checkpoint import load_checkpoint, save_checkpoint
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
@@ -114,8 +118,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if not 0.0 <= args.mix <= 1.0:
             raise ValueError(f"--mix must be in 0..1, got {args.mix}")
+        refuse_validation_frames(args.images, "BatchNorm statistics")
+        refuse_validation_frames(args.boxes, "BatchNorm statistics")
         model, ck = load_checkpoint(args.checkpoint)
-        images = sorted(q for q in Path(args.images).iterdir() if q.suffix.lower() in IMAGE_SUFFIXES) \
+        images = sorted(q for q in Path(args.images).rglob("*") if q.suffix.lower() in IMAGE_SUFFIXES) \
             if Path(args.images).is_dir() else []
         if not images:
             raise FileNotFoundError(f"no images in {args.images}")

@@ -3,12 +3,15 @@
     carpose-train --train data/pose/train_*.h5 --val data/pose/random_*.h5 \
         --heldout data/pose/heldout_*.h5 --arch posenet --out runs/posenet --quick
 
-Writes to ``--out``: ``best.pt`` (lowest ``--val`` MedErr, or with ``--real`` the best score on the
-hand-labelled real photos, ``training/pose/real_val.py``; the held-out cars never choose anything),
+Writes to ``--out``: ``best.pt`` (lowest ``--val`` MedErr, or with ``--real`` the best balanced score on
+the labelled real validation sources, ``training/pose/real_val.py``; the held-out cars never choose
+anything),
 ``last.pt`` (with optimiser state, for ``--resume``), ``history.json``, ``curves.png``, and after
 training the full evaluation (``eval.json``, polar / quadrant / calibration PNGs) of ``best.pt`` on
 the --val and --heldout sets; with ``--export PATH`` also the ONNX model (``carpose-export``, parity
-checked). Uses the GPU when there is one (``--device auto``).
+checked). Uses the GPU when there is one (``--device auto``). Training files rendered over real
+validation frames are refused (``training/dataset/provenance.py``); the background folders of the
+files trained on go into the model's metadata (``train_backgrounds``).
 
 Data-parallel (DDP) under torchrun, one process per GPU (NCCL) or several on a CPU (gloo):
 
@@ -41,12 +44,13 @@ from carpose.azimuth_head import DEFAULT_DECODE_HALF_WINDOW, DEFAULT_SIGMA_DEG, 
 from carpose.convention import CONVENTION_VERSION
 from carpose.crop import CropSpec
 from carpose.nets import MEAN, STD, build_model, count_parameters, default_bins
+from training.dataset.provenance import refuse_leaky_datasets
 from training.dataset.reader import CarposeDataset
 from training.pose import distributed
 from training.pose.checkpoint import load_checkpoint, save_checkpoint
 from training.pose.data import AugmentConfig, CropStream, data_fingerprint, make_loader
 from training.pose.metrics import azimuth_metrics, format_metrics, plot_training_curves, save_all_plots, save_json
-from training.pose.real_val import load_real_val, score_real, selection_key
+from training.pose.real_val import format_real, load_real_val, score_real, selection_key
 
 log = logging.getLogger("carpose.train")
 
@@ -96,7 +100,8 @@ def build_metadata(args: argparse.Namespace, bins: int, input_size: int, crop: d
         "mean": list(MEAN), "std": list(STD), "crop": crop, "convention_version": CONVENTION_VERSION,
         "sigma_deg": hp["sigma_deg"], "decode_half_window": hp["half_window"],
         "train_files": [str(p) for p in args.train], "train_data_hash": data_fingerprint(args.train),
-        "augment": args.aug, "selected_on": "real:" + str(args.real) if args.real else "val",
+        "augment": args.aug, "selected_on": "real:" + ",".join(args.real) if args.real else "val",
+        "train_backgrounds": refuse_leaky_datasets(args.train),
     }
 
 
@@ -110,9 +115,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--val-name", default="random_split", help="name of the --val set in reports")
     p.add_argument("--heldout", nargs="*", default=[],
                    help="crops of car models never trained on: reported only, never used to choose anything")
-    p.add_argument("--real", help="KITTI-format folder of labelled real photos (data/real/nuscenes_front): "
-                                  "scored after every epoch and chooses best.pt; never trained on")
-    p.add_argument("--real-images", help="image folder of --real (default: its image_2/)")
+    p.add_argument("--real", nargs="+", metavar="SOURCE",
+                   help="real validation sources scored after every epoch; they choose best.pt (balanced Acc@30 "
+                        "over sources and view sectors) and are never trained on: registered names "
+                        "(nuscenes_front kitti_val, carpose.eval.real_sources) or KITTI folders FOLDER[:IMAGES]")
     p.add_argument("--aug", choices=("default", "strong"), default="default",
                    help="training augmentation preset (training/pose/data.py AugmentConfig)")
     p.add_argument("--arch", choices=("posenet", "seed4"), default="posenet")
@@ -160,8 +166,7 @@ def train(args: argparse.Namespace, world: distributed.World | None = None) -> d
     train_loader = make_loader(train_stream, args.batch, args.workers)
     val_loader = make_loader(CropStream(args.val, train=False, limit=args.val_limit), 256, min(args.workers, 1)) \
         if args.val and world.main else None  # rank 0 alone scores and chooses best.pt
-    real = load_real_val(args.real, CropSpec.from_dict(crop),
-                         args.real_images) if args.real and world.main else None
+    real = [load_real_val(r, CropSpec.from_dict(crop)) for r in args.real] if args.real and world.main else None
     model = build_model(args.arch, bins).to(device)
     if world.size > 1:
         torch.manual_seed(args.seed + world.rank)  # same initial weights on every rank, own dropout masks
@@ -244,12 +249,11 @@ def train(args: argparse.Namespace, world: distributed.World | None = None) -> d
                                                         "optimizer": opt.state_dict(), "scheduler": sched.state_dict()})
         save_json({"history": history}, out / "history.json")
         plot_training_curves(history, out / "curves.png", f"{args.arch} training")
-        v, rs = rec.get("val", {}), rec.get("real", {}).get("sure", {})
-        log.info("epoch %d: loss %.3f, val MedErr %s, Acc@30 %s; real (sure) %s; %.0f img/s", epoch + 1,
+        v = rec.get("val", {})
+        log.info("epoch %d: loss %.3f, val MedErr %s, Acc@30 %s; real: %s; %.0f img/s", epoch + 1,
                  rec["train_loss"], f"{v['med_err_deg']:.1f}" if v else "-",
                  f"{100 * v['acc_30']:.1f}%" if v else "-",
-                 f"MedErr {rs['med_err_deg']:.1f}, Acc@30 {100 * rs['acc_30']:.1f}%, flips {rs['flips']}"
-                 if rs.get("n") else "-", rec["train_img_s"])
+                 format_real(rec["real"]) if "real" in rec else "-", rec["train_img_s"])
     train_minutes = (time.time() - t0) / 60
     if not world.main:
         return None

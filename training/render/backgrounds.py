@@ -14,6 +14,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from carpose.eval.real_sources import refuse_validation_frames
+
 log = logging.getLogger(__name__)
 
 PHOTO_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
@@ -59,6 +61,8 @@ class BackgroundSource:
         """Photos under ``folder``; with ``labels`` (a KITTI label_2 folder) only the photos that
         have a label file, cropped away from every labelled box (see the class doc)."""
         root = Path(folder)
+        refuse_validation_frames(root, "render backgrounds")
+        refuse_validation_frames(labels, "render backgrounds")
         if not root.is_dir():
             raise FileNotFoundError(f"background folder {root} does not exist")
         photos = sorted(p for p in root.rglob("*") if p.suffix.lower() in PHOTO_SUFFIXES and p.is_file())

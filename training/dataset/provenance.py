@@ -1,0 +1,41 @@
+"""Where a dataset's real photos came from, and the refusal to train on renders over validation frames.
+
+Render jobs record the photo folder they composited onto (HDF5 attribute ``backgrounds``, and
+``render_config.background_labels``). A model trained on renders whose backgrounds were validation
+frames has seen those streets, so its figures there are not a test of an unseen camera: training
+refuses such files (``refuse_leaky_datasets``) and records the background folders of what it trained
+on in the model's metadata (``train_backgrounds``), where ``carpose-benchmark`` reads them back.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from carpose.eval.real_sources import ValidationLeakError, leaked_folder
+from training.dataset.reader import CarposeDataset
+
+
+def background_folders(path: str | Path) -> list[str]:
+    """The real photo folders a dataset file records for its backgrounds (empty: procedural only)."""
+    with CarposeDataset(path) as ds:
+        attrs = ds.attrs
+    out = []
+    bg = attrs.get("backgrounds")
+    if isinstance(bg, str) and bg not in ("", "None", "procedural"):
+        out.append(bg)
+    labels = (attrs.get("render_config") or {}).get("background_labels")
+    if isinstance(labels, str) and labels:
+        out.append(labels)
+    return out
+
+
+def refuse_leaky_datasets(paths: list[str | Path]) -> list[str]:
+    """The background folders of ``paths``; raises ValidationLeakError when any is validation data."""
+    folders = []
+    for p in paths:
+        for f in background_folders(p):
+            if (hit := leaked_folder(f)) is not None:
+                raise ValidationLeakError(f"{p} was rendered over real validation frames ({f}; {hit}): re-render it "
+                                          f"with backgrounds from ../shared/real_unlabelled")
+            folders.append(f)
+    return sorted(set(folders))
