@@ -2,8 +2,9 @@
 # Render the pose CNN's training and evaluation data (the shipped model's recipe, models/README.md).
 # Realistic renders (PBR paint mix, sun/sky/shadows, road-camera geometry, docs/realism.md) of every
 # mesh source (../shared/cars + ../shared/cars_more, docs/car_sources.md) and of procedural cars,
-# on real road photos with their labelled cars cut away (--background-labels) plus procedural
-# backgrounds. Car models are split by name into train and held-out sets (whole models from every
+# on unlabelled real road photos of many cities and cameras (../shared/real_unlabelled) plus
+# procedural backgrounds. Validation frames are never backgrounds (carpose.eval.real_sources refuses
+# them; the shipped pose model's data was rendered over the nuScenes validation frames, at a45a3c5). Car models are split by name into train and held-out sets (whole models from every
 # source); the "random" files show the *training* cars again from new viewpoints. Meshes and
 # procedural cars go to separate files so training can weight them.
 # Scale with COUNT (default 36000 training crops); resumable: run it again after an interruption.
@@ -14,11 +15,9 @@ OUT=${OUT:-data/pose}
 COUNT=${COUNT:-36000}
 WORKERS=${WORKERS:-2}
 SHARED=${CARPOSE_SHARED:-../shared}
-LABELS=data/real/nuscenes_front/label_2
 mkdir -p "$OUT"
 bg=()
-[ -d "$SHARED/real/nuscenes_front/image_2" ] && bg=(--backgrounds "$SHARED/real/nuscenes_front/image_2"
-  --background-labels "$LABELS")
+[ -d "$SHARED/real_unlabelled" ] && bg=(--backgrounds "$SHARED/real_unlabelled")
 r() { carpose-render crops --workers "$WORKERS" --quiet "${bg[@]}" "$@"; }
 test_n=$((COUNT / 24))
 models=()
