@@ -71,6 +71,24 @@ def soft_cross_entropy(logits: torch.Tensor, tgt: torch.Tensor) -> torch.Tensor:
     return -(tgt * F.log_softmax(logits, 1)).sum(1).mean()
 
 
+#: Bins within this many degrees of the label's opposite view count as a flip (``flip_penalty``).
+FLIP_WINDOW_DEG = 30.0
+
+
+def flip_penalty(logits: torch.Tensor, az: torch.Tensor, window_deg: float = FLIP_WINDOW_DEG) -> torch.Tensor:
+    """-log(1 - probability mass within ``window_deg`` of label + 180), mean over the batch.
+
+    Why: cross-entropy against a narrow soft label charges a confident answer half a turn away no more
+    than one 40 deg away, yet a front read as a rear is the product's worst failure. This term grows
+    without bound as the opposite view takes the mass, and is ~0 while it holds none."""
+    bins = logits.shape[1]
+    centres = torch.arange(bins, device=logits.device, dtype=torch.float32) * (360.0 / bins)
+    opposite = (az.to(logits.device).float().view(-1, 1) + 180.0) % 360.0
+    d = torch.remainder(centres.view(1, -1) - opposite + 180.0, 360.0) - 180.0
+    mass = (torch.softmax(logits, 1) * (d.abs() <= window_deg)).sum(1)
+    return -torch.log1p(-mass.clamp(max=1 - 1e-6)).mean()
+
+
 @torch.no_grad()
 def predict(model: torch.nn.Module, loader, device: torch.device, half_window: int, bins: int,
             sigma_deg: float, progress: bool = False, desc: str = "eval") -> dict:
@@ -100,7 +118,8 @@ def build_metadata(args: argparse.Namespace, bins: int, input_size: int, crop: d
         "mean": list(MEAN), "std": list(STD), "crop": crop, "convention_version": CONVENTION_VERSION,
         "sigma_deg": hp["sigma_deg"], "decode_half_window": hp["half_window"],
         "train_files": [str(p) for p in args.train], "train_data_hash": data_fingerprint(args.train),
-        "augment": args.aug, "selected_on": "real:" + ",".join(args.real) if args.real else "val",
+        "augment": args.aug, "init": args.init, "flip_weight": args.flip_weight,
+        "selected_on": "real:" + ",".join(args.real) if args.real else "val",
         "train_backgrounds": refuse_leaky_datasets(args.train),
     }
 
@@ -122,6 +141,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--aug", choices=("default", "strong"), default="default",
                    help="training augmentation preset (training/pose/data.py AugmentConfig)")
     p.add_argument("--arch", choices=("posenet", "seed4"), default="posenet")
+    p.add_argument("--init", help="start from these weights: a carpose .pt checkpoint, or an exported posenet "
+                                  ".onnx such as models/carpose_pose.onnx (training/pose/warm_start.py)")
+    p.add_argument("--flip-weight", type=float, default=0.0,
+                   help="weight of the flip penalty (mass half a turn from the label; 0 = off)")
     p.add_argument("--out", required=True, help="run folder")
     p.add_argument("--epochs", type=int, default=None, help="default 30, or 6 with --quick")
     p.add_argument("--quick", action="store_true", help="CPU profile: fewer epochs (see README)")
@@ -142,6 +165,22 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     if args.epochs is None:
         args.epochs = 6 if args.quick else 30
     return args
+
+
+def initial_model(args: argparse.Namespace, bins: int) -> torch.nn.Module:
+    """A fresh network, or ``--init``'s weights (an ONNX export's BatchNorms calibrated on the first
+    training crops, so its first training steps continue where it was)."""
+    if not args.init:
+        return build_model(args.arch, bins)
+    if Path(args.init).suffix.lower() == ".onnx":
+        from training.pose.warm_start import calibrate_batchnorm, onnx_to_posenet
+
+        model, _ = onnx_to_posenet(args.init)
+        with CarposeDataset(args.train[0]) as ds:
+            calibrate_batchnorm(model, ds.h5["images"][:256])
+        return model
+    model, _ = load_checkpoint(args.init)
+    return model
 
 
 def train(args: argparse.Namespace, world: distributed.World | None = None) -> dict | None:
@@ -167,7 +206,7 @@ def train(args: argparse.Namespace, world: distributed.World | None = None) -> d
     val_loader = make_loader(CropStream(args.val, train=False, limit=args.val_limit), 256, min(args.workers, 1)) \
         if args.val and world.main else None  # rank 0 alone scores and chooses best.pt
     real = [load_real_val(r, CropSpec.from_dict(crop)) for r in args.real] if args.real and world.main else None
-    model = build_model(args.arch, bins).to(device)
+    model = initial_model(args, bins).to(device)
     if world.size > 1:
         torch.manual_seed(args.seed + world.rank)  # same initial weights on every rank, own dropout masks
     meta = build_metadata(args, bins, input_size, crop, hp)
@@ -214,7 +253,10 @@ def train(args: argparse.Namespace, world: distributed.World | None = None) -> d
         for x, az in bar:
             x = x.to(device, non_blocking=True)
             tgt = soft_targets(az, bins, hp["sigma_deg"]).to(device)
-            loss = soft_cross_entropy(net(x), tgt)
+            logits = net(x)
+            loss = soft_cross_entropy(logits, tgt)
+            if args.flip_weight:
+                loss = loss + args.flip_weight * flip_penalty(logits, az)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
