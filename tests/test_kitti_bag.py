@@ -153,6 +153,25 @@ def test_bad_input_gets_an_error_naming_the_file(tmp_path, capsys):
     assert "does not exist" in fails(_kitti(tmp_path / "e"), "--images", str(tmp_path / "nowhere"))
 
 
+@pytest.mark.skipif(not SHIPPED_POSE.is_file(), reason="needs the shipped models/carpose_pose.onnx")
+def test_cars_without_a_3d_label_are_scored_in_an_unknown_distance_row(tmp_path):
+    """The pose CNN alone on the ground-truth boxes (offline): every counted car is matched, the
+    hand-label-style car (-1000 location) sits in the 'unknown' distance row, no distance invented."""
+    from carpose.eval.bag_eval import EvalConfig, evaluate
+
+    bag = tmp_path / "bag"
+    assert make_bag_main(["--from-kitti", str(_kitti(tmp_path / "kitti")), str(bag), "--quiet"]) == 0
+    r = evaluate(EvalConfig(str(bag), mode="offline", det_model="gt", out=str(tmp_path / "eval"), video=False,
+                            progress=False))
+    s = r["scores"]["offline"]
+    assert (s["detection"]["tp"], s["detection"]["fn"], s["azimuth"]["n"]) == (4, 0, 4)
+    rows = {(b["from_m"], b["to_m"]): (b["gt"], b["n"]) for b in s["by_distance"]}
+    assert rows[(None, None)] == (1, 1)  # the -1000 car
+    assert rows[(10.0, 20.0)] == (2, 2) and rows[(20.0, 30.0)] == (1, 1)  # the van at 15 m, frame 1's at 11 m
+    assert sum(gt for gt, _ in rows.values()) == 4
+    assert "| unknown (no 3-D label) | 1 / 100.0% / 1 /" in r["report_md"].read_text()
+
+
 @pytest.mark.skipif(not (SHIPPED_POSE.is_file() and SHIPPED_DET.is_file()),
                     reason="needs the shipped models/carpose_pose.onnx and models/carpose_det.onnx")
 def test_official_kitti_frames_scored_offline_by_bag_eval(tmp_path):

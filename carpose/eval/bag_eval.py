@@ -20,7 +20,8 @@ Modes:
 Scoring (carpose.eval.scoring, the same code as ``carpose-det-eval``): predictions are matched to
 ground truth by IoU >= 0.5 per frame; 'DontCare' ground truth is an ignore region. Detection
 precision/recall (at the node's threshold) and AP@0.5 over its published detections; azimuth MedErr /
-Acc@30 / Acc@15 on matched cars, also by distance and by 30-degree azimuth bins; latency
+Acc@30 / Acc@15 on matched cars, also by distance (ground truth without a 3-D position, e.g. hand
+labels of real frames, in an "unknown" row of its own) and by 30-degree azimuth bins; latency
 p50/p95/p99 (live: receive time - input header stamp; offline: pipeline time); processed vs dropped
 frames. Writes ``report.md``, ``report.json``, PNG plots and ``replay.mp4`` (annotated) to ``--out``.
 Only processed frames are scored; a dropped frame is counted as dropped, not as missed cars.

@@ -47,6 +47,7 @@ def write_plots(out: Path, scores: dict[str, dict], gt: dict[int, list[GtCar]] |
     paths = {}
     marks = {"live": ("o", "tab:red"), "offline": ("x", "tab:blue")}
     if gt is not None:
+        # track_id -1 (real frames, carpose.eval.kitti_bag): cars without identity, one panel of points
         tracks = sorted({c.track_id for g in gt.values() for c in g})
         if tracks:
             fig, axes = plt.subplots(len(tracks), 1, figsize=(8, 1.9 * len(tracks) + 0.6), sharex=True, squeeze=False)
@@ -55,8 +56,12 @@ def write_plots(out: Path, scores: dict[str, dict], gt: dict[int, list[GtCar]] |
                 pts.sort()
                 t = np.array([p[0] for p in pts])
                 a = np.array([p[1] for p in pts])
-                jumps = np.flatnonzero(np.abs(np.diff(a)) > 180) + 1  # break the line where it wraps
-                ax.plot(np.insert(t, jumps, np.nan), np.insert(a, jumps, np.nan), "k-", lw=1.5, label="ground truth")
+                if tid >= 0:
+                    jumps = np.flatnonzero(np.abs(np.diff(a)) > 180) + 1  # break the line where it wraps
+                    ax.plot(np.insert(t, jumps, np.nan), np.insert(a, jumps, np.nan), "k-", lw=1.5,
+                            label="ground truth")
+                else:  # different cars at one time: no line between them
+                    ax.plot(t, a, "ks", ms=4, mfc="none", label="ground truth")
                 ig = np.array([p[2] for p in pts])
                 if ig.any():
                     ax.plot(t[ig], a[ig], "k.", ms=3, alpha=0.4, label="GT (DontCare)")
@@ -67,7 +72,7 @@ def write_plots(out: Path, scores: dict[str, dict], gt: dict[int, list[GtCar]] |
                         ax.plot([p[0] for p in pm], [p[1] for p in pm], mk, color=col, ms=4, label=mode)
                 ax.set_ylim(-5, 365)
                 ax.set_yticks(range(0, 361, 90))
-                ax.set_ylabel(f"car {tid}\naz (deg)", fontsize=8)
+                ax.set_ylabel(f"car {tid}\naz (deg)" if tid >= 0 else "untracked cars\naz (deg)", fontsize=8)
                 ax.grid(alpha=0.3)
                 ax.legend(fontsize=6, loc="upper right")
             axes[-1, 0].set_xlabel("time (s)")
@@ -168,6 +173,12 @@ def _bins_table(scores: dict[str, dict], key: str, label: Any) -> str:
     return "\n".join(lines)
 
 
+def _distance_label(b: dict) -> str:
+    if b["from_m"] is None:
+        return "unknown (no 3-D label)"
+    return f"{b['from_m']:.0f}-{b['to_m']:.0f} m" if b["to_m"] is not None else f">= {b['from_m']:.0f} m"
+
+
 def write_report(out: Path, cfg: EvalConfig, reader: BagReader, n: int, scores: dict[str, dict],
                  agree: dict | None, files: dict[str, Path | None]) -> tuple[Path, Path]:
     rel = lambda p: os.path.relpath(p, out)  # noqa: E731
@@ -184,8 +195,7 @@ def write_report(out: Path, cfg: EvalConfig, reader: BagReader, n: int, scores: 
                f"max azimuth difference {agree['max_azimuth_diff_deg']:.4f} deg, min box IoU "
                f"{agree['min_box_iou']:.4f}, frames with a different car count "
                f"{agree['frames_with_different_car_count']}: **{'agree' if agree['agree'] else 'DISAGREE'}**.", ""]
-    t = _bins_table(scores, "by_distance", lambda b: f"{b['from_m']:.0f}-{b['to_m']:.0f} m" if b["to_m"] is not None
-                    else f">= {b['from_m']:.0f} m")
+    t = _bins_table(scores, "by_distance", _distance_label)
     if t:
         md += ["## Azimuth error by distance", "", t, ""]
     t = _bins_table(scores, "by_azimuth", lambda b: f"{b['from_deg']}-{b['to_deg']} deg")

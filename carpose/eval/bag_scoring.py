@@ -79,6 +79,12 @@ def score_run(run: RunResult, gt: dict[int, list[GtCar]] | None, times_s: np.nda
     out["by_distance"] = [{"from_m": lo, "to_m": None if math.isinf(hi) else hi,
                            **azimuth_error_stats(err[(dist >= lo) & (dist < hi)]), **recall((gd >= lo) & (gd < hi))}
                           for lo, hi in itertools.pairwise(DIST_EDGES)]
+    if any(not c.ignore and c.position is None for g in gt.values() for c in g):
+        # Ground truth without a 3-D position (hand labels of real frames): a row of its own, never
+        # a guessed distance; from_m/to_m None mark it. Decided on the whole bag, so every run of
+        # it (live, offline) has the same rows.
+        out["by_distance"].append({"from_m": None, "to_m": None, **azimuth_error_stats(err[~np.isfinite(dist)]),
+                                   **recall(~np.isfinite(gd))})
     if len(gts) and not np.all(np.isfinite(gd)):
         out["by_distance_note"] = f"{int(np.sum(~np.isfinite(gd)))} ground-truth cars without a distance"
     gaz = np.array([p["gt_deg"] for p in pairs])
