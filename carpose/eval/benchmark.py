@@ -252,9 +252,20 @@ def _pose_table(res: dict, key: str, title: str) -> list[str]:
     return lines
 
 
+def shown_path(path: str | None) -> str | None:
+    """A path as the tables show it: relative to the working directory when inside it (no machine paths
+    in docs pasted from the output)."""
+    if path is None:
+        return None
+    try:
+        return str(Path(path).resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)
+
+
 def format_benchmark(res: dict) -> str:
     """The Markdown tables (they read in a terminal and paste into docs as they are)."""
-    lines = [f"pose model: {res['pose_model']}", f"detector: {res['det_model'] or '(not run)'}"
+    lines = [f"pose model: {shown_path(res['pose_model'])}", f"detector: {shown_path(res['det_model']) or '(not run)'}"
              + (f", input {res['det_input_hw'][0]}x{res['det_input_hw'][1]}, conf {res['conf']}"
                 if res.get("det_input_hw") else ""), ""]
     lines += [f"LEAK: the pose model's metadata says: {leak}: its figures on that source are optimistic" for leak in

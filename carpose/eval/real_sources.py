@@ -140,11 +140,11 @@ def leaks_in_metadata(meta: dict) -> list[str]:
     bn = meta.get("bn_adapted") or {}
     for key in ("images", "boxes"):
         v = bn.get(key)
-        if isinstance(v, str) and (hit := leaked_folder(v.split()[-1])) is not None:
-            out.append(f"BatchNorm statistics from validation frames ({v}; {hit})")
+        if isinstance(v, str) and leaked_folder(v.split()[-1]) is not None:
+            out.append(f"BatchNorm statistics from validation frames ({v})")
     for v in meta.get("train_backgrounds") or []:
-        if isinstance(v, str) and (hit := leaked_folder(v)) is not None:
-            out.append(f"trained on renders over validation backgrounds ({v}; {hit})")
+        if isinstance(v, str) and leaked_folder(v) is not None:
+            out.append(f"trained on renders over validation backgrounds ({v})")
     return out
 
 
