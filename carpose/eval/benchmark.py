@@ -44,7 +44,7 @@ from carpose.eval.det_sheet import save_frames_sheet
 from carpose.eval.error_sheet import ErrorCase, save_worst_errors_sheet
 from carpose.eval.kitti import kitti_pairs
 from carpose.eval.label_crops import kitti_crops, predict_all
-from carpose.eval.real_sources import RealSource, leaks_in_metadata, resolve_sources
+from carpose.eval.real_sources import RealSource, available_sources, leaks_in_metadata
 from carpose.eval.scoring import (
     SECTOR_NAMES,
     average_orientation_similarity,
@@ -361,9 +361,7 @@ def main(argv: list[str] | None = None) -> int:
     from carpose.infer import parse_classes
 
     try:
-        sources, missing = resolve_sources(args.sources)
-        for m in missing:
-            print(f"carpose-benchmark: skipped {m}", file=sys.stderr)
+        sources = available_sources(args.sources, "carpose-benchmark")
         res = run_benchmark(sources, args.pose_model, None if args.no_det else args.det_model, args.conf,
                             parse_classes(args.det_classes), args.imgsz, not args.quiet, args.timing_frames)
         written = write_outputs(res, Path(args.out))

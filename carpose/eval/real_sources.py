@@ -96,6 +96,16 @@ def resolve_sources(specs: list[str] | None, shared: Path | None = None) -> tupl
     return ok, [f"{s.name}: {s.missing()}" for s in srcs if not s.available]
 
 
+def available_sources(specs: list[str] | None, prog: str) -> list[RealSource]:
+    """``resolve_sources`` for a CLI: each source that cannot be scored here is named on stderr."""
+    import sys
+
+    ok, missing = resolve_sources(specs)
+    for m in missing:
+        print(f"{prog}: skipped {m}", file=sys.stderr)
+    return ok
+
+
 # ----------------------------------------------------------------------------------------------- leaks
 
 

@@ -22,7 +22,7 @@ import numpy as np
 
 from carpose.eval.benchmark import DET_TALL_PX, detector_rows
 from carpose.eval.det_eval import evaluate_folder
-from carpose.eval.real_sources import RealSource, resolve_sources
+from carpose.eval.real_sources import RealSource, available_sources
 from carpose.pipeline import DEFAULT_POSE_MODEL, Pipeline, PipelineConfig
 
 
@@ -84,9 +84,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", help="folder for select.json")
     args = p.parse_args(argv)
     try:
-        sources, missing = resolve_sources(args.sources)
-        for m in missing:
-            print(f"carpose-det-select: skipped {m}", file=sys.stderr)
+        sources = available_sources(args.sources, "carpose-det-select")
         best, scores, k = select_checkpoint(args.checkpoints, sources, args.conf, args.imgsz)
     except (FileNotFoundError, ValueError) as exc:
         print(f"carpose-det-select: error: {exc}", file=sys.stderr)
