@@ -155,13 +155,14 @@ def _matched_errors(cases: list[ErrorCase]) -> PoseScores:
 def run_benchmark(sources: list[RealSource], pose_model: str | Path = DEFAULT_POSE_MODEL,
                   det_model: str | Path | None = DEFAULT_DET_MODEL, conf: float = 0.35,
                   det_classes: dict | None = None, imgsz: int = 640, progress: bool = True,
-                  timing_frames: int = 30) -> dict:
+                  timing_frames: int = 30, mirror_tta: bool | None = None) -> dict:
     """Every number of the benchmark (see the module docstring), plus the cases and frame verdicts for
     the sheets under the keys ``_cases``, ``_matched_cases`` and ``_verdicts``."""
     if not sources:
         raise ValueError("no real validation source to score (../shared absent? see carpose.eval.real_sources)")
-    est = PoseEstimator(pose_model)
-    res: dict = {"pose_model": str(pose_model), "det_model": str(det_model) if det_model else None, "conf": conf,
+    est = PoseEstimator(pose_model, mirror_tta=mirror_tta)
+    res: dict = {"pose_model": str(pose_model), "mirror_tta": est.mirror_tta,
+                 "det_model": str(det_model) if det_model else None, "conf": conf,
                  "pose_leaks": leaks_in_metadata(est.metadata),
                  "sources": {}, "_cases": {}, "_matched_cases": {}, "_verdicts": {}}
     pose_parts, e2e_parts, det_matches = [], [], {"all": [], "tall": []}
@@ -265,7 +266,9 @@ def shown_path(path: str | None) -> str | None:
 
 def format_benchmark(res: dict) -> str:
     """The Markdown tables (they read in a terminal and paste into docs as they are)."""
-    lines = [f"pose model: {shown_path(res['pose_model'])}", f"detector: {shown_path(res['det_model']) or '(not run)'}"
+    tta = "on" if res.get("mirror_tta") else "off"
+    lines = [f"pose model: {shown_path(res['pose_model'])} (mirror TTA {tta})",
+             f"detector: {shown_path(res['det_model']) or '(not run)'}"
              + (f", input {res['det_input_hw'][0]}x{res['det_input_hw'][1]}, conf {res['conf']}"
                 if res.get("det_input_hw") else ""), ""]
     lines += [f"LEAK: the pose model's metadata says: {leak}: its figures on that source are optimistic" for leak in
@@ -352,6 +355,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--det-model", default=str(DEFAULT_DET_MODEL))
     p.add_argument("--det-classes", help="e.g. '2:car' for COCO weights")
     p.add_argument("--no-det", action="store_true", help="pose on the true boxes only")
+    p.add_argument("--mirror-tta", action=argparse.BooleanOptionalAction, default=None,
+                   help="pose on the true boxes with/without mirror test-time averaging (default: as the model's "
+                        "metadata says; the detector runs follow the metadata)")
     p.add_argument("--conf", type=float, default=0.35, help="the detector's operating threshold")
     p.add_argument("--imgsz", type=int, default=640, help="detector input side (a fixed-size ONNX uses its own)")
     p.add_argument("--timing-frames", type=int, default=30, help="frames per source timed with the runtime's settings")
@@ -363,7 +369,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         sources = available_sources(args.sources, "carpose-benchmark")
         res = run_benchmark(sources, args.pose_model, None if args.no_det else args.det_model, args.conf,
-                            parse_classes(args.det_classes), args.imgsz, not args.quiet, args.timing_frames)
+                            parse_classes(args.det_classes), args.imgsz, not args.quiet, args.timing_frames,
+                            args.mirror_tta)
         written = write_outputs(res, Path(args.out))
     except (FileNotFoundError, ValueError) as exc:
         print(f"carpose-benchmark: error: {exc}", file=sys.stderr)
