@@ -176,3 +176,23 @@ def test_contact_sheet_has_one_row_of_8_views_per_model(cars_more, tmp_path):
     assert sheet.shape == (4 * 64, 8 * 64, 3)  # the excluded ambulance is shown too (marked LEFT OUT)
     tiles = sheet.reshape(4, 64, 8, 64, 3)
     assert all(tiles[r, :, c].std() > 5 for r in range(4) for c in range(8))  # every view shows a car
+
+
+def test_front_rear_sheet_of_procedural_cars(tmp_path):
+    """``--views 0,180 --realistic --procedural N``: one row per car, one column per view, the
+    training renders' materials (red tail lamps at 180, none at 0); needs no ../shared."""
+    import cv2
+
+    from training.cars.sheet import main
+
+    out = tmp_path / "ends.png"
+    assert main(["--procedural", "2", "--views", "0,180", "--realistic", "--size", "64", "--out", str(out)]) == 0
+    sheet = cv2.imread(str(out)).astype(int)
+    assert sheet.shape == (2 * 64, 2 * 64, 3)  # rows = cars, columns = views
+    tiles = sheet.reshape(2, 64, 2, 64, 3)
+    for r in range(2):
+        front, rear = tiles[r, :, 0], tiles[r, :, 1]
+        assert front.std() > 5 and rear.std() > 5  # a car in every tile
+        red = [int(((t[..., 2] > 90) & (t[..., 2] > 2 * t[..., 1]) & (t[..., 2] > 2 * t[..., 0])).sum())
+               for t in (front, rear)]
+        assert red[0] == 0 and red[1] >= 10, red  # tail lamps at the rear, none at the front
