@@ -13,7 +13,14 @@ import h5py
 import numpy as np
 
 from carpose.convention import convention_mismatch
-from training.dataset.schema import CROP_FIELDS, REQUIRED_ATTRS, SCENE_CAR_FIELDS, SCENE_FRAME_FIELDS, SCHEMA_VERSION
+from training.dataset.schema import (
+    CROP_FIELDS,
+    LAYER_FIELDS,
+    REQUIRED_ATTRS,
+    SCENE_CAR_FIELDS,
+    SCENE_FRAME_FIELDS,
+    SCHEMA_VERSION,
+)
 
 
 class DatasetError(ValueError):
@@ -21,7 +28,7 @@ class DatasetError(ValueError):
 
 
 class CarposeDataset:
-    """Read access to a validated crops or scenes file. Opens lazily, so it can be handed to
+    """Read access to a validated crops, layers or scenes file. Opens lazily, so it can be handed to
     worker processes (each opens its own h5py handle)."""
 
     def __init__(self, path: str | Path) -> None:
@@ -57,12 +64,24 @@ class CarposeDataset:
 
     @property
     def image_shape(self) -> tuple[int, ...]:
+        """Shape of the images the file gives a pose CNN: its crops, or for a layers file the crops
+        composited from it (``crop.size`` of its render config; ``canvas_shape`` is what it stores)."""
+        if self.kind == "layers":
+            size = int(self.attrs["render_config"]["crop"]["size"])
+            return (size, size, 3)
+        return self.canvas_shape
+
+    @property
+    def canvas_shape(self) -> tuple[int, ...]:
+        """Shape of the stored ``images`` rows (crops, frames, or a layers file's car canvases)."""
         return tuple(self.h5["images"].shape[1:])
 
     def labels(self) -> dict[str, np.ndarray]:
-        """Every per-row label column (crops) or car column (scenes) as arrays in memory."""
+        """Every per-row label column (crops, layers) or car column (scenes) as arrays in memory."""
         if self.kind == "crops":
             return {k: self.h5[k][...] for k in CROP_FIELDS}
+        if self.kind == "layers":
+            return {k: self.h5[k][...] for k, (_, shape) in LAYER_FIELDS.items() if shape is not None}
         return {k: self.h5["cars/" + k][...] for k in SCENE_CAR_FIELDS}
 
     def image(self, i: int) -> np.ndarray:
@@ -123,6 +142,11 @@ def validate(path: str | Path) -> dict:
         kind, n = attrs["kind"], int(attrs["count"])
         if kind == "crops":
             expected = {"images": (np.dtype(np.uint8), None), **CROP_FIELDS}
+            rows = dict.fromkeys(expected, n)
+        elif kind == "layers":
+            canvas = tuple(h5["images"].shape[1:3]) if "images" in h5 else None
+            expected = {"images": (np.dtype(np.uint8), None),
+                        **{k: (dt, canvas if shape is None else shape) for k, (dt, shape) in LAYER_FIELDS.items()}}
             rows = dict.fromkeys(expected, n)
         elif kind == "scenes":
             n_cars = int(h5["car_count"][...].sum()) if "car_count" in h5 else -1

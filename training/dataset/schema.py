@@ -22,7 +22,17 @@ Scenes file (``kind = "scenes"``): frames plus a flat table of cars:
     camera frame: x right, y down, z forward, bottom centre of the car), cars/dimensions (l, w, h),
     cars/rotation_y (KITTI), cars/visible_fraction, cars/truncation, cars/paint_rgb
 
-Attributes on the root of both: schema_version, kind, convention_version, generator_version, seed,
+Layers file (``kind = "layers"``): a car rendered once, no background, for compositing at training
+time (training/pose/composite.py); one row per car, on a canvas C = 1.5 x the crop size:
+    images        uint8   (N, C, C, 3)  the car's straight (un-premultiplied) RGB, 0 where alpha is 0
+    alpha         uint8   (N, C, C)  coverage: 0 = background, 255 = car (antialiased edge between)
+    shadow        uint8   (N, C, C)  factor on the ground the car casts its shadow on: 255 = none
+    azimuth_deg, elevation_deg, distance_m, roll_deg, model_id, paint_rgb as in crops files;
+    bbox          float32 (N, 4) tight car box (alpha > 0) in canvas pixels (x1, y1, x2, y2)
+The ``render_config`` attribute also sets the draws made when compositing (box jitter, haze,
+interference, truncation, low resolution, share of procedural backgrounds).
+
+Attributes on the root of all three: schema_version, kind, convention_version, generator_version, seed,
 count, render_config (JSON), models (JSON list of {name, source, transform, meta}), split (JSON),
 created (ISO time). A file is only ever given its final name once it is complete.
 """
@@ -44,6 +54,14 @@ CROP_FIELDS: dict[str, tuple[np.dtype, tuple[int, ...]]] = {
     "truncation": (np.dtype(np.float32), ()),
     "occlusion": (np.dtype(np.float32), ()),
     "paint_rgb": (np.dtype(np.uint8), (3,)),
+}
+
+#: Per-row fields of a layers file besides ``images`` (the dtype and the shape after the row; None: C x C).
+LAYER_FIELDS: dict[str, tuple[np.dtype, tuple[int, ...] | None]] = {
+    "alpha": (np.dtype(np.uint8), None),
+    "shadow": (np.dtype(np.uint8), None),
+    **{k: CROP_FIELDS[k] for k in ("azimuth_deg", "elevation_deg", "distance_m", "roll_deg", "model_id", "bbox",
+                                   "paint_rgb")},
 }
 
 SCENE_FRAME_FIELDS: dict[str, tuple[np.dtype, tuple[int, ...]]] = {

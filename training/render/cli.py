@@ -1,6 +1,7 @@
 """``carpose-render``: make synthetic training data from the command line.
 
     carpose-render crops   --out data/train.h5 --count 50000 --models ../shared/cars --workers 2
+    carpose-render layers  --out data/layers.h5 --count 20000 --models ../shared/cars --workers 2
     carpose-render scenes  --out data/scenes.h5 --count 500
     carpose-render crops   --out /shared/train.h5 --count 1000000 --ray    # on a Ray cluster
     carpose-render preview data/train.h5 --out data/train_preview.png
@@ -18,7 +19,7 @@ from pathlib import Path
 from carpose.crop import CropSpec
 
 
-def _add_job_args(p: argparse.ArgumentParser, default_count: int) -> None:
+def _add_job_args(p: argparse.ArgumentParser, default_count: int, backgrounds: bool = True) -> None:
     p.add_argument("--out", required=True, help="HDF5 file to write (written as <out>.parts, then renamed)")
     p.add_argument("--count", type=int, default=default_count)
     p.add_argument("--models", action="append", default=None, metavar="DIR",
@@ -31,11 +32,14 @@ def _add_job_args(p: argparse.ArgumentParser, default_count: int) -> None:
                    help="which car models to use: all, the training ones, or the held-out ones")
     p.add_argument("--heldout-fraction", type=float, default=0.25)
     p.add_argument("--heldout", default="", help="comma-separated model names to hold out (overrides fraction)")
-    p.add_argument("--backgrounds", help="folder of photos for backgrounds; default: procedural backgrounds")
-    p.add_argument("--background-labels", help="KITTI label_2 folder of the background photos: crops avoid every "
-                   "labelled box (real road frames with their cars removed); photos without a label file are skipped")
+    if backgrounds:
+        p.add_argument("--backgrounds", help="folder of photos for backgrounds; default: procedural backgrounds")
+        p.add_argument("--background-labels", help="KITTI label_2 folder of the background photos: crops avoid "
+                       "every labelled box (real road frames with their cars removed); photos without a label file "
+                       "are skipped")
     p.add_argument("--procedural-backgrounds", type=float, default=0.3,
-                   help="share of procedural backgrounds when --backgrounds is given (default 0.3)")
+                   help="share of procedural backgrounds when --backgrounds is given (layers: when compositing with "
+                        "carpose-train --composite-backgrounds; default 0.3)")
     p.add_argument("--studio", action="store_true",
                    help="the old look: flat paint only, studio key/fill lights, no shadows")
     p.add_argument("--no-interference", action="store_true", help="no occluders, blur, noise, jitter, JPEG")
@@ -64,7 +68,8 @@ def _job(args: argparse.Namespace, kind: str) -> int:
     inter = InterferenceConfig.none() if args.no_interference else InterferenceConfig()
     look = dict(lighting="studio", materials="flat", shadows=False, haze=(0.0, 0.0)) if args.studio else {}
     cfg = RenderConfig(crop=CropSpec(size=getattr(args, "size", 128)), interference=inter,
-                       background_labels=args.background_labels, procedural_backgrounds=args.procedural_backgrounds,
+                       background_labels=getattr(args, "background_labels", None),
+                       procedural_backgrounds=args.procedural_backgrounds,
                        **look)
     scfg = None
     if kind == "scenes":
@@ -73,7 +78,7 @@ def _job(args: argparse.Namespace, kind: str) -> int:
         road = ROAD_CAMERA if args.layout == "road" else {}
         scfg = SceneConfig(width=args.width, height=args.height, max_cars=args.max_cars, layout=args.layout,
                            negatives=args.negatives, negative_dirs=tuple(args.negative_models or ()), **road)
-    out = run_job(kind, args.out, args.count, spec, cfg, scfg=scfg, backgrounds=args.backgrounds,
+    out = run_job(kind, args.out, args.count, spec, cfg, scfg=scfg, backgrounds=getattr(args, "backgrounds", None),
                   seed=args.seed, workers=args.workers, block_size=args.block_size,
                   overwrite=args.overwrite, progress=not args.quiet, ray=args.ray)
     print(summary(out))
@@ -87,6 +92,10 @@ def main(argv: list[str] | None = None) -> int:
     c = sub.add_parser("crops", help="detector-like crops of single cars with azimuth labels")
     _add_job_args(c, 1000)
     c.add_argument("--size", type=int, default=128, help="crop side in pixels (model input size)")
+    lay = sub.add_parser("layers", help="cars rendered once with coverage and shadow, no background: composited "
+                         "onto real photos at training time (carpose-train --composite-backgrounds DIR)")
+    _add_job_args(lay, 1000, backgrounds=False)
+    lay.add_argument("--size", type=int, default=128, help="crop side the composites are cut to (canvas: 1.5x)")
     s = sub.add_parser("scenes", help="full frames with several labelled cars")
     _add_job_args(s, 100)
     s.add_argument("--width", type=int, default=640)
@@ -116,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
     from training.dataset.writer import JobMismatchError
 
     try:
-        if args.cmd in ("crops", "scenes"):
+        if args.cmd in ("crops", "layers", "scenes"):
             return _job(args, args.cmd)
         if args.cmd == "info":
             from training.render.preview import summary
@@ -130,6 +139,9 @@ def main(argv: list[str] | None = None) -> int:
 
             with CarposeDataset(args.dataset) as ds:
                 kind = ds.kind
+            if kind == "layers":
+                raise ValueError(f"{args.dataset} holds layers (no backgrounds): see them composited with "
+                                 "python -m training.pose.composite preview LAYERS.h5 --backgrounds DIR")
             sheet = crops_sheet(args.dataset, n=args.n) if kind == "crops" else scenes_sheet(args.dataset)
             out = Path(args.out or Path(args.dataset).with_suffix("").as_posix() + "_preview.png")
             cv2.imwrite(str(out), sheet)

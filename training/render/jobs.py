@@ -22,7 +22,7 @@ from carpose.convention import CONVENTION_VERSION
 from training.cars.loader import load_car_folder
 from training.cars.model import CarModel
 from training.cars.procedural import generate_fleet
-from training.dataset.schema import CROP_FIELDS
+from training.dataset.schema import CROP_FIELDS, LAYER_FIELDS
 from training.dataset.writer import CAR_PREFIX, FRAME_PREFIX, BlockStore
 from training.render.backgrounds import BackgroundSource
 from training.render.sampling import RenderConfig, sample_rng
@@ -31,6 +31,7 @@ from training.render.scenes import SceneConfig
 log = logging.getLogger(__name__)
 
 SPLITS = ("all", "train", "heldout")
+KINDS = ("crops", "layers", "scenes")
 DEFAULT_PROCEDURAL = 48  # cars generated when no model folder is given
 
 
@@ -134,7 +135,9 @@ def _init_worker(kind: str, spec: ModelSpec, cfg: RenderConfig, scfg: SceneConfi
     from training.render.renderer import CarRenderer
 
     models, _ = build_models(spec)
-    side = int(round(cfg.crop.size * cfg.render_scale))
+    from training.render.crops import layer_canvas
+
+    side = layer_canvas(cfg) if kind == "layers" else int(round(cfg.crop.size * cfg.render_scale))
     renderer = CarRenderer(scfg.width if scfg else side, scfg.height if scfg else side)
     bg = (BackgroundSource.from_folder(backgrounds, labels=cfg.background_labels,
                                        procedural_fraction=cfg.procedural_backgrounds,
@@ -173,16 +176,20 @@ def _block_arrays(b: int) -> dict:
     """Render block ``b`` with this process's renderer: the arrays of one ``.npz`` part."""
     import numpy as np
 
-    from training.render.crops import make_crop
+    from training.render.crops import make_crop, render_layers
     from training.render.scenes import make_scene
 
     store: BlockStore = _W["store"]
     rows = store.block_range(b)
-    if _W["kind"] == "crops":
-        samples = [make_crop(sample_rng(_W["seed"], i), _W["models"], _W["renderer"], _W["bg"], _W["cfg"])
-                   for i in rows]
+    if _W["kind"] in ("crops", "layers"):
+        if _W["kind"] == "crops":
+            samples = [make_crop(sample_rng(_W["seed"], i), _W["models"], _W["renderer"], _W["bg"], _W["cfg"])
+                       for i in rows]
+        else:
+            samples = [render_layers(sample_rng(_W["seed"], i), _W["models"], _W["renderer"], _W["cfg"]) for i in rows]
+        fields = CROP_FIELDS if _W["kind"] == "crops" else LAYER_FIELDS
         arrays = {FRAME_PREFIX + "images": np.stack([s.image for s in samples])}
-        for k, (dtype, _) in CROP_FIELDS.items():
+        for k, (dtype, _) in fields.items():
             arrays[FRAME_PREFIX + k] = np.asarray([getattr(s, k) for s in samples], dtype=dtype)
     else:
         scenes = [make_scene(sample_rng(_W["seed"], i), _W["models"], _W["renderer"], _W["bg"], _W["cfg"],
@@ -203,15 +210,19 @@ def run_job(kind: str, out: str | Path, count: int, spec: ModelSpec, cfg: Render
             scfg: SceneConfig | None = None, backgrounds: str | None = None, seed: int = 0,
             workers: int = 1, block_size: int = 64, overwrite: bool = False, progress: bool = True,
             on_block: Callable[[int], None] | None = None, ray: str | None = None) -> Path:
-    """Render ``count`` samples of ``kind`` ('crops' or 'scenes') into the HDF5 file ``out``.
+    """Render ``count`` samples of ``kind`` ('crops', 'layers' or 'scenes') into the HDF5 file ``out``.
+    A layers file holds each car with its coverage and shadow and no background (``backgrounds`` must be
+    None): training composites it (training/pose/composite.py).
 
     Re-running the same command after an interruption resumes where it stopped. ``on_block`` is
     called with the sample count of every finished block (benchmarks time the steady state with it).
     ``ray``: render the blocks as Ray tasks on the cluster at this address ('auto', 'HOST:PORT', or
     'local' for a private one-machine cluster of ``workers`` CPUs); see training.render.ray_jobs.
     """
-    if kind not in ("crops", "scenes"):
-        raise ValueError(f"kind must be 'crops' or 'scenes', got {kind!r}")
+    if kind not in KINDS:
+        raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
+    if kind == "layers" and (backgrounds or cfg.background_labels):
+        raise ValueError("a layers file has no backgrounds: give them to carpose-train --composite-backgrounds")
     if count < 1:
         raise ValueError(f"count must be >= 1, got {count}")
     if kind == "scenes" and scfg is None:
@@ -258,7 +269,9 @@ def run_job(kind: str, out: str | Path, count: int, spec: ModelSpec, cfg: Render
             _W.pop("renderer").close()
     attrs = {"kind": kind, "convention_version": CONVENTION_VERSION, "seed": seed,
              "render_config": cfg.to_json(), "models": model_records(models), "split": split,
-             "backgrounds": str(backgrounds or "procedural"), "crop_size": cfg.crop.size}
+             # a layers file has none ("None": provenance.background_folders lists no folder for it)
+             "backgrounds": "None" if kind == "layers" else str(backgrounds or "procedural"),
+             "crop_size": cfg.crop.size}
     if scfg:
         attrs["scene_config"] = str(asdict(scfg))
     return store.finalize(attrs)

@@ -12,6 +12,9 @@ from carpose.convention import QUADRANT_NAMES, azimuth_to_quadrant
 from carpose.draw import tile_grid
 from training.dataset.reader import CarposeDataset
 
+#: What one row of each dataset kind is, for summaries.
+ROW_NAMES = {"crops": "crops", "layers": "cars (layers, composited at training time)", "scenes": "frames"}
+
 
 def _label(img: np.ndarray, text: str, org: tuple[int, int], scale: float = 0.4) -> None:
     cv2.putText(img, text, org, cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 0, 0), 3, cv2.LINE_AA)
@@ -79,8 +82,8 @@ def summary(path: str | Path) -> str:
         hist = np.bincount(azimuth_to_quadrant(az), minlength=4) if len(az) else np.zeros(4, int)
         split = ds.attrs["split"]
         lines = [
-            f"{path}: {ds.kind}, {len(ds)} {'crops' if ds.kind == 'crops' else 'frames'} of "
-            f"{'x'.join(map(str, ds.image_shape))}, {Path(path).stat().st_size / 1e6:.1f} MB",
+            f"{path}: {ds.kind}, {len(ds)} {ROW_NAMES[ds.kind]} of "
+            f"{'x'.join(map(str, ds.canvas_shape))}, {Path(path).stat().st_size / 1e6:.1f} MB",
             f"  seed {ds.attrs['seed']}, convention v{ds.attrs['convention_version']}, "
             f"schema v{ds.attrs['schema_version']}, {ds.attrs['generator_version']}",
             f"  split {split['split']!r}: {len(ds.models)} models used, held out {len(split['heldout'])} of "

@@ -79,6 +79,16 @@ class RenderResult:
     K: np.ndarray  # 3x3 intrinsics
     camera_pose: np.ndarray  # 4x4 camera-to-car (OpenGL convention)
     view: View | None = None  # the view actually rendered (distance may have been clamped)
+    alpha: np.ndarray | None = None  # HxW uint8 coverage 0..255 (4x MSAA), only with ``coverage``
+
+    def straight_color(self) -> np.ndarray:
+        """The colour with the antialiased edge's blend with the black background divided out (needs
+        ``alpha``): what to blend with the coverage over another background, without a dark rim."""
+        if self.alpha is None:
+            raise ValueError("render with coverage=True for a straight (un-premultiplied) colour")
+        a = self.alpha.astype(np.float32)[..., None]
+        out = self.color.astype(np.float32) * 255.0 / np.maximum(a, 1.0)
+        return np.where(a > 0, np.clip(out + 0.5, 0, 255), 0).astype(np.uint8)
 
     @property
     def mask(self) -> np.ndarray:
@@ -181,14 +191,16 @@ class CarRenderer:
     def render(self, cars: list[tuple[CarModel, np.ndarray]], camera_pose: np.ndarray, K: np.ndarray,
                width: int, height: int, lighting: Lighting,
                paints: list[tuple[float, float, float] | None] | None = None,
-               segment: bool = False, looks: list[CarLook | None] | None = None
+               segment: bool = False, looks: list[CarLook | None] | None = None, coverage: bool = False
                ) -> tuple[RenderResult, np.ndarray | None]:
         """Render cars placed by 4x4 car-to-world poses, seen from ``camera_pose`` (camera-to-world).
 
         ``looks`` (materials.sample_look) set every material of each car; ``paints`` only the
         paint colour (the older, simpler way). Textured parts always keep their own materials.
         With ``segment`` also returns an HxW int array: index of the car visible at each pixel, -1
-        for background (pyrender's flat segmentation pass).
+        for background (pyrender's flat segmentation pass). With ``coverage`` the result also holds the
+        antialiased coverage (``alpha``, the MSAA resolve of the buffer's alpha over a transparent
+        background); its ``color`` is then blended with black on the edge (``straight_color``).
         """
         scene = pyrender.Scene(bg_color=(0.0, 0.0, 0.0, 0.0), ambient_light=(lighting.ambient,) * 3)
         car_nodes = []
@@ -214,9 +226,12 @@ class CarRenderer:
         r = self._viewport(scene, camera_pose, K, width, height)
         self._add_lights(scene, lighting, camera_pose)
         flags = pyrender.RenderFlags.SHADOWS_DIRECTIONAL if lighting.self_shadow else pyrender.RenderFlags.NONE
+        if coverage:
+            flags |= pyrender.RenderFlags.RGBA
         color, depth = r.render(scene, flags=flags)
         result = RenderResult(color=np.ascontiguousarray(color[..., :3]), depth=depth.astype(np.float32),
-                              K=K, camera_pose=camera_pose)
+                              K=K, camera_pose=camera_pose,
+                              alpha=np.ascontiguousarray(color[..., 3]) if coverage else None)
         seg = None
         if segment:
             node_map = {}
@@ -268,9 +283,10 @@ class CarRenderer:
 
     def render_view(self, model: CarModel, view: View, size: int, lighting: Lighting,
                     paint: tuple[float, float, float] | None = None, fill: float = 0.8,
-                    look: CarLook | None = None) -> RenderResult:
+                    look: CarLook | None = None, coverage: bool = False) -> RenderResult:
         """One car, centred, from ``view``; the focal length is chosen so the car's bounding sphere
-        spans ``fill`` of the image, whatever the distance (perspective still follows distance)."""
+        spans ``fill`` of the image, whatever the distance (perspective still follows distance).
+        ``coverage``: also the antialiased alpha (``RenderResult.alpha``, see :meth:`render`)."""
         ext = model.extents
         target = np.array([0.0, 0.0, ext[2] / 2.0])
         radius = float(np.linalg.norm(ext) / 2.0)
@@ -280,7 +296,8 @@ class CarRenderer:
         K = np.array([[focal, 0.0, size / 2.0], [0.0, focal, size / 2.0], [0.0, 0.0, 1.0]])
         eye = camera_position(view.azimuth_deg, view.elevation_deg, distance, target)
         pose = look_at_pose(eye, target, roll_deg=view.roll_deg)
-        result, _ = self.render([(model, np.eye(4))], pose, K, size, size, lighting, paints=[paint], looks=[look])
+        result, _ = self.render([(model, np.eye(4))], pose, K, size, size, lighting, paints=[paint], looks=[look],
+                                coverage=coverage)
         result.view = View(view.azimuth_deg, view.elevation_deg, distance, view.roll_deg)
         return result
 
