@@ -11,6 +11,12 @@ the epoch; the workers of a rank split that shard further. Shards differ by up t
 so the training loop runs ``batches_per_epoch`` steps on every rank (the fewest any rank has) and
 DDP never waits on a rank that ran out of data; the few rows past that are skipped for the epoch.
 
+Layers files (``carpose-render layers``: cars with coverage and shadow, no background) are composited
+onto real photos as they stream (``composite_backgrounds``, training/pose/composite.py): each row
+becomes a new crop every epoch, seeded per (seed, epoch, file, row). Crops and layers files mix in
+one stream. The compositor already cuts a jittered detector box, so a composited crop skips the
+augmentation's own shift/scale jitter (grey borders a crop file's jitter needs).
+
 Augmentation (train only) mimics what the renderer cannot: camera colour response, focus, sensor
 noise, detector box jitter. A horizontal flip is applied with its label mirrored (a -> 360 - a,
 ``carpose.convention.flip_azimuth``); nothing else changes the label.
@@ -21,7 +27,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import cv2
@@ -32,6 +38,9 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from carpose.convention import flip_azimuth
 from training.dataset.reader import CarposeDataset, DatasetError
+
+#: The columns a layers chunk is read with: what the compositor needs and the label.
+LAYER_COLUMNS = ("images", "alpha", "shadow", "bbox", "azimuth_deg")
 
 
 @dataclass(frozen=True)
@@ -129,11 +138,12 @@ def random_erase(f: np.ndarray, rng: np.random.Generator, max_area: float) -> No
 
 
 class CropStream(IterableDataset):
-    """Iterates (image float32 CHW 0..255, azimuth_deg float32) over one or more crops files."""
+    """Iterates (image float32 CHW 0..255, azimuth_deg float32) over one or more crops files, and
+    layers files composited onto the photos under ``composite_backgrounds``."""
 
     def __init__(self, paths: list[str | Path], train: bool, aug: AugmentConfig | None = None,
                  seed: int = 0, buffer_chunks: int = 8, limit: int | None = None, rank: int = 0,
-                 world_size: int = 1) -> None:
+                 world_size: int = 1, composite_backgrounds: str | Path | None = None) -> None:
         super().__init__()
         if not paths:
             raise ValueError("no dataset files given")
@@ -144,10 +154,22 @@ class CropStream(IterableDataset):
         self.chunks: list[tuple[int, int, int]] = []  # (file, start, stop)
         self.size: int | None = None
         self.fill = 114
+        self.compositor = None
+        if composite_backgrounds is not None:  # imported here: it brings the renderer (pyrender) along
+            from training.pose.composite import Compositor, layers_config
+
+            # refuses validation frames, and fails here rather than in a worker on a bad folder
+            self.compositor = Compositor(composite_backgrounds)
+        self.layer_configs: dict = {}  # file index -> RenderConfig of each layers file
         for fi, p in enumerate(self.paths):
             with CarposeDataset(p) as ds:
-                if ds.kind != "crops":
-                    raise DatasetError(f"{p} holds {ds.kind}; the pose CNN trains on crops files")
+                if ds.kind not in ("crops", "layers"):
+                    raise DatasetError(f"{p} holds {ds.kind}; the pose CNN trains on crops or layers files")
+                if ds.kind == "layers":
+                    if self.compositor is None:
+                        raise DatasetError(f"{p} holds layers (cars without backgrounds): give the photos to "
+                                           "composite them onto (carpose-train --composite-backgrounds DIR)")
+                    self.layer_configs[fi] = layers_config(ds)
                 shape = ds.image_shape
                 if self.size is None:
                     self.size = shape[0]
@@ -159,6 +181,7 @@ class CropStream(IterableDataset):
                 self.chunks += [(fi, s, min(s + chunk, n)) for s in range(0, n, chunk)]
         self.train = train
         self.aug = aug if aug is not None else (AugmentConfig() if train else AugmentConfig.none())
+        self.composite_aug = replace(self.aug, jitter_prob=0.0)  # the compositor jittered the box already
         self.seed = seed
         self.buffer_chunks = buffer_chunks
         self.epoch = 0
@@ -191,27 +214,44 @@ class CropStream(IterableDataset):
         mine = self.shard(self.rank, wid, nw)
         files: dict[int, h5py.File] = {}
         try:
-            buf_img: list[np.ndarray] = []
-            buf_az: list[np.ndarray] = []
+            buf: list[tuple[int, int, dict[str, np.ndarray]]] = []  # (file, first row, columns) per chunk
             for k, ci in enumerate(mine):
                 fi, a, b = self.chunks[ci]
                 if fi not in files:
                     files[fi] = h5py.File(self.paths[fi], "r")
-                buf_img.append(files[fi]["images"][a:b])
-                buf_az.append(files[fi]["azimuth_deg"][a:b])
-                if len(buf_img) >= self.buffer_chunks or k == len(mine) - 1:
-                    imgs, azs = np.concatenate(buf_img), np.concatenate(buf_az)
-                    buf_img, buf_az = [], []
-                    idx = rng.permutation(len(imgs)) if self.train else np.arange(len(imgs))
-                    for i in idx:
-                        img, az = imgs[i], float(azs[i])
-                        if self.train:
-                            img, az = augment(img, az, rng, self.aug, self.fill)
+                columns = LAYER_COLUMNS if fi in self.layer_configs else ("images", "azimuth_deg")
+                buf.append((fi, a, {c: files[fi][c][a:b] for c in columns}))
+                if len(buf) >= self.buffer_chunks or k == len(mine) - 1:
+                    rows = [(c, i) for c, (_, _, cols) in enumerate(buf) for i in range(len(cols["azimuth_deg"]))]
+                    order = rng.permutation(len(rows)) if self.train else np.arange(len(rows))
+                    for j in order:
+                        c, i = rows[j]
+                        fi, a, cols = buf[c]
+                        img, az = self._row(fi, a + i, {name: col[i] for name, col in cols.items()}, rng)
                         yield (torch.from_numpy(np.ascontiguousarray(img.transpose(2, 0, 1))).float(),
                                torch.tensor(az, dtype=torch.float32))
+                    buf = []
         finally:
             for f in files.values():
                 f.close()
+
+    def _row(self, fi: int, row: int, cols: dict[str, np.ndarray], rng: np.random.Generator
+             ) -> tuple[np.ndarray, float]:
+        """One crop and its label: a crops row as stored, a layers row composited (own generator); both
+        augmented when training."""
+        az = float(cols["azimuth_deg"])
+        aug = self.aug
+        if fi in self.layer_configs:
+            from training.pose.composite import composite_rng
+
+            crop_rng = composite_rng(self.seed, self.epoch, fi, row)
+            img = self.compositor(cols, crop_rng, self.layer_configs[fi]).image
+            aug = self.composite_aug
+        else:
+            img = cols["images"]
+        if self.train:
+            img, az = augment(img, az, rng, aug, self.fill)
+        return img, az
 
 
 def make_loader(stream: CropStream, batch_size: int, workers: int) -> DataLoader:

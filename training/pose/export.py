@@ -62,6 +62,12 @@ def parity_crops(path: str | Path | None, n: int, size: int, seed: int = 0) -> n
         if ds.image_shape[0] != size:
             raise ValueError(f"{path} has {ds.image_shape[0]} px crops, the model takes {size}")
         k = min(n, len(ds))
+        if ds.kind == "layers":  # its cars cut from their canvases (on black) as the crops are cut
+            from carpose.crop import CropSpec, crop_box
+
+            spec = CropSpec.from_dict(ds.attrs["render_config"]["crop"])
+            return np.stack([crop_box(img, box, spec) for img, box in zip(ds.h5["images"][:k], ds.h5["bbox"][:k],
+                                                                          strict=True)])
         return ds.h5["images"][:k]
 
 

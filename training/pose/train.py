@@ -121,6 +121,7 @@ def build_metadata(args: argparse.Namespace, bins: int, input_size: int, crop: d
         "augment": args.aug, "init": args.init, "flip_weight": args.flip_weight,
         "selected_on": "real:" + ",".join(args.real) if args.real else "val",
         "train_backgrounds": refuse_leaky_datasets(args.train),
+        "composite_backgrounds": str(args.composite_backgrounds) if args.composite_backgrounds else None,
     }
 
 
@@ -128,6 +129,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="carpose-train", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--train", nargs="+", required=True, help="crops HDF5 file(s) to train on")
+    p.add_argument("--composite-backgrounds", metavar="DIR",
+                   help="photo folder (searched recursively, e.g. ../shared/real_unlabelled) that --train layers "
+                        "files (carpose-render layers) are composited onto as they stream "
+                        "(training/pose/composite.py); validation frames are refused")
     p.add_argument("--val", nargs="*", default=[],
                    help="crops scored after every epoch to pick best.pt (for the shipped model: the training "
                         "cars from new views, the seed's random split), then reported")
@@ -201,7 +206,8 @@ def train(args: argparse.Namespace, world: distributed.World | None = None) -> d
         input_size = ds.image_shape[0]
         crop = ds.attrs["render_config"].get("crop", {"size": input_size, "context": 0.1, "fill": 114})
     train_stream = CropStream(args.train, train=True, aug=AugmentConfig.named(args.aug), seed=args.seed,
-                              limit=args.limit, rank=world.rank, world_size=world.size)
+                              limit=args.limit, rank=world.rank, world_size=world.size,
+                              composite_backgrounds=args.composite_backgrounds)
     train_loader = make_loader(train_stream, args.batch, args.workers)
     val_loader = make_loader(CropStream(args.val, train=False, limit=args.val_limit), 256, min(args.workers, 1)) \
         if args.val and world.main else None  # rank 0 alone scores and chooses best.pt
