@@ -1,0 +1,192 @@
+"""Render once, composite many (issue 21): layers files and their compositing at training time.
+
+Real renders of a few procedural cars (64 px crops, 96 px canvases), composited onto small photo
+folders written here, so these tests need no ../shared.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import cv2
+import h5py
+import numpy as np
+import pytest
+
+from carpose.convention import flip_azimuth
+from carpose.eval.real_sources import ValidationLeakError, validation_sources
+from training.dataset.provenance import background_folders
+from training.dataset.reader import CarposeDataset, DatasetError
+from training.pose.composite import Compositor, composite_layers, layers_config
+from training.pose.data import AugmentConfig, CropStream
+from training.render.interference import InterferenceConfig
+from training.render.renderer import mask_box
+
+ROW_KEYS = ("images", "alpha", "shadow", "bbox", "azimuth_deg")
+
+
+def _photos(folder, n=3, seed=0):
+    """A folder (with a subfolder: searched recursively) of ``n`` random-texture JPEG photos."""
+    rng = np.random.default_rng(seed)
+    for i in range(n):
+        sub = folder / ("a" if i % 2 else "b")
+        sub.mkdir(parents=True, exist_ok=True)
+        small = rng.integers(0, 255, (12, 16, 3), dtype=np.uint8)
+        cv2.imwrite(str(sub / f"{i:03d}.jpg"), cv2.resize(small, (320, 240), interpolation=cv2.INTER_CUBIC))
+    return folder
+
+
+def _render(kind, out, count, seed, *extra):
+    from training.render.cli import main
+
+    assert main([kind, "--out", str(out), "--count", str(count), "--procedural", "3", "--size", "64", "--quiet",
+                 "--seed", str(seed), "--block-size", "8", *extra]) == 0
+    return out
+
+
+@pytest.fixture(scope="module")
+def layers(tmp_path_factory):
+    return _render("layers", tmp_path_factory.mktemp("layers") / "layers.h5", 16, 5)
+
+
+@pytest.fixture(scope="module")
+def photos(tmp_path_factory):
+    return _photos(tmp_path_factory.mktemp("photos"))
+
+
+def _rows(path):
+    with CarposeDataset(path) as ds:
+        return [{k: ds.h5[k][i] for k in ROW_KEYS} for i in range(len(ds))], layers_config(ds)
+
+
+def _plain(cfg):
+    """No draw that changes pixels after the cut: only the background and the box jitter vary."""
+    return replace(cfg, haze=(0.0, 0.0), interference=InterferenceConfig.none(), truncation_prob=0.0, lowres_prob=0.0)
+
+
+def test_layers_file_validates_reads_back_and_resumes(layers, tmp_path):
+    from training.render.jobs import ModelSpec, run_job
+    from training.render.sampling import RenderConfig
+
+    with CarposeDataset(layers) as ds:
+        assert ds.kind == "layers" and len(ds) == 16
+        assert ds.canvas_shape == (96, 96, 3) and ds.image_shape == (64, 64, 3)  # canvas 1.5 x the crop
+        assert ds.h5["alpha"].shape == ds.h5["shadow"].shape == (16, 96, 96)
+        lab = ds.labels()
+        assert set(lab) == {"azimuth_deg", "elevation_deg", "distance_m", "roll_deg", "model_id", "bbox", "paint_rgb"}
+        assert len(ds.models) == 3 and ds.attrs["split"]["split"] == "all" and ds.attrs["seed"] == 5
+        assert ds.attrs["render_config"]["crop"]["size"] == 64
+    assert background_folders(layers) == []  # nothing real in it: the photos come at training time
+
+    broken = tmp_path / "broken.h5"
+    broken.write_bytes(layers.read_bytes())
+    with h5py.File(broken, "a") as h5:
+        del h5["shadow"]
+    with pytest.raises(DatasetError, match="shadow"):
+        CarposeDataset(broken)
+
+    # interrupted after its first block, the same job resumes; sample i depends on the seed and i only
+    spec, cfg = ModelSpec(procedural=3), RenderConfig()
+    cfg = replace(cfg, crop=replace(cfg.crop, size=64))
+    out = tmp_path / "resumed.h5"
+
+    def stop(_n):
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run_job("layers", out, 12, spec, cfg, seed=5, block_size=4, progress=False, on_block=stop)
+    assert not out.exists() and len(list(out.with_name(out.name + ".parts").glob("block_*.npz"))) == 1
+    run_job("layers", out, 12, spec, cfg, seed=5, block_size=4, progress=False)
+    with CarposeDataset(out) as a, CarposeDataset(layers) as b:
+        for k in ("azimuth_deg", "model_id", "bbox"):
+            assert np.array_equal(a.h5[k][:], b.h5[k][:12]), k
+        assert np.mean(a.h5["alpha"][:] != b.h5["alpha"][:12]) < 1e-3  # (Mesa may differ in a pixel)
+
+
+def test_alpha_is_zero_outside_the_car_and_full_inside(layers):
+    rows, _ = _rows(layers)
+    for r in rows:
+        a = r["alpha"]
+        assert np.array_equal(mask_box(a > 0), r["bbox"])  # the box is the coverage's
+        x1, y1, x2, y2 = r["bbox"].astype(int)
+        outside = np.ones_like(a, bool)
+        outside[y1:y2, x1:x2] = False
+        assert not a[outside].any() and not r["images"][a == 0].any()
+        # the core: 2 px in from the silhouette; a pixel or two of it may be a sub-pixel seam between two
+        # parts of a procedural car (hood and bumper), which the background does show through
+        core = cv2.erode((a > 0).astype(np.uint8), np.ones((5, 5), np.uint8)).astype(bool)
+        assert core.sum() > 100 and np.mean(a[core] == 255) > 0.99
+        assert ((a > 0) & (a < 255)).any()  # an antialiased edge
+        assert r["shadow"][:4, :4].min() == 255 and r["shadow"].min() < 255  # ground far away: none; under it: some
+
+
+def test_two_backgrounds_same_car_different_surroundings(layers):
+    rows, cfg = _rows(layers)
+    cfg = _plain(cfg)
+    noise = np.random.default_rng(0).integers(0, 256, (2, 96, 96, 3), dtype=np.uint8)
+    for r in rows[:6]:
+        a = composite_layers(r, noise[0], np.random.default_rng(1), cfg, with_alpha=True)
+        b = composite_layers(r, noise[1], np.random.default_rng(1), cfg, with_alpha=True)
+        again = composite_layers(r, noise[0], np.random.default_rng(1), cfg)
+        assert np.array_equal(a.image, again.image)  # deterministic given the generator
+        assert np.array_equal(a.alpha, b.alpha) and np.array_equal(a.bbox, b.bbox)
+        car = cv2.erode((a.alpha == 255).astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool)
+        assert car.sum() > 50 and np.array_equal(a.image[car], b.image[car])
+        around = a.alpha == 0
+        assert np.mean(np.any(a.image[around] != b.image[around], axis=1)) > 0.9
+
+
+def test_the_crop_box_follows_the_jitter_and_the_label_stays(layers, photos):
+    rows, cfg = _rows(layers)
+    comp = Compositor(photos)
+    cfg = _plain(cfg)
+    centres = []
+    for seed in range(8):
+        done = comp(rows[0], np.random.default_rng(seed), cfg, with_alpha=True)
+        assert done.image.shape == (64, 64, 3)
+        seen = mask_box(done.alpha > 127)
+        label = np.clip(done.bbox, 0, 64)  # a tight detector box may cut the car: the label runs past the crop
+        assert np.abs(seen - label).max() < 2.0, (seen, done.bbox)
+        centres.append((done.bbox[:2] + done.bbox[2:]) / 2)
+    assert np.std(np.array(centres), axis=0).max() > 1.0  # the jitter moves the car in the crop
+
+    # through the training stream: labels as stored, or mirrored exactly when the image is mirrored
+    with CarposeDataset(layers) as ds:
+        truth = np.sort(ds.labels()["azimuth_deg"])
+    flip = AugmentConfig(flip_prob=1.0, color_prob=0, gray_prob=0, blur_prob=0, noise_prob=0, jitter_prob=0)
+    plain = list(CropStream([layers], train=True, aug=AugmentConfig.none(), seed=2, composite_backgrounds=photos))
+    flipped = list(CropStream([layers], train=True, aug=flip, seed=2, composite_backgrounds=photos))
+    assert np.allclose(np.sort([float(az) for _, az in plain]), truth, atol=1e-4)
+    for (x0, az0), (x1, az1) in zip(plain, flipped, strict=True):
+        assert float(az1) == pytest.approx(float(flip_azimuth(float(az0))), abs=1e-4)
+        assert np.array_equal(x1.numpy(), x0.numpy()[:, :, ::-1])
+
+
+def test_validation_frames_are_refused_as_composite_backgrounds(layers, tmp_path):
+    from training.pose.train import main
+
+    folder = validation_sources()[0].images
+    with pytest.raises(ValidationLeakError, match="render backgrounds"):
+        Compositor(folder)
+    with pytest.raises(ValidationLeakError):
+        CropStream([layers], train=True, composite_backgrounds=folder)
+    assert main(["--train", str(layers), "--composite-backgrounds", str(folder), "--out", str(tmp_path / "run"),
+                 "--epochs", "1", "--workers", "0", "--quiet"]) == 2
+    with pytest.raises(DatasetError, match="composite-backgrounds"):
+        CropStream([layers], train=True)  # a layers file needs backgrounds
+
+
+def test_one_epoch_on_a_layers_and_a_crops_file(layers, photos, tmp_path):
+    from carpose.pose import load_checkpoint
+    from training.pose.train import main
+
+    crops = _render("crops", tmp_path / "crops.h5", 16, 6)
+    out = tmp_path / "run"
+    assert main(["--train", str(layers), str(crops), "--composite-backgrounds", str(photos), "--out", str(out),
+                 "--epochs", "1", "--batch", "16", "--workers", "1", "--threads", "1", "--quiet"]) == 0
+    _, ck = load_checkpoint(out / "best.pt")
+    meta = ck["metadata"]
+    assert meta["composite_backgrounds"] == str(photos)
+    assert meta["input_size"] == 64 and meta["crop"]["size"] == 64
+    assert meta["train_files"] == [str(layers), str(crops)] and meta["train_backgrounds"] == []
+    assert len(ck["history"]) == 1
