@@ -2,12 +2,13 @@
 
 A layers file holds each car rendered once, with its coverage (alpha) and the shadow it casts on
 the ground, and no background. At training time every row is composited anew: a random patch of a
-real photo (random position and scale, ``BackgroundSource``), darkened by the shadow, the car
-alpha-blended over it, then the same steps as a crops file's render (``training.render.crops.
-finish_crop``): occluders, truncation by the image edge, a detector-like jittered box cut with
-``carpose.crop.crop_box`` exactly as the runtime cuts detector boxes, low resolution and the
-photometric interference. ``CropStream`` then applies the training augmentation (flip with the label
-mirrored, colour, blur, noise). Every epoch therefore shows each render on another background, in
+real photo (random scale and column, placed so that the car's wheels fall on the photo's road rows:
+``BackgroundSource.sample_on_ground``), darkened by the shadow, the car alpha-blended over it, then
+the same steps as a crops file's render (``training.render.crops.finish_crop``): occluders,
+truncation by the image edge, a detector-like jittered box cut with ``carpose.crop.crop_box``
+exactly as the runtime cuts detector boxes, low resolution and the photometric interference.
+``CropStream`` then applies the training augmentation (flip with the label mirrored, colour, blur,
+noise). Every epoch therefore shows each render on another background, in
 another frame, with other occluders: many training images per render-second instead of one.
 
 Why a second path at all: a render costs ~40-70 ms, a composite a few ms, and what a pose CNN must
@@ -84,16 +85,19 @@ class Compositor:
         self.source = BackgroundSource.from_folder(folder)
         self.source.cache_size = PHOTO_CACHE
 
-    def background(self, rng: np.random.Generator, side: int, procedural_fraction: float) -> np.ndarray:
-        """A ``side`` square background: a random patch of a random photo, or procedural."""
+    def background(self, rng: np.random.Generator, side: int, procedural_fraction: float, ground: float
+                   ) -> np.ndarray:
+        """A ``side`` square background: a patch of a random photo at a random scale whose row at
+        ``ground`` (where the car's wheels are) lies on the photo's road (``sample_on_ground``), or
+        procedural."""
         if procedural_fraction > 0 and rng.uniform() < procedural_fraction:
             return procedural_background(rng, side, side)
-        return self.source.sample(rng, side, side)
+        return self.source.sample_on_ground(rng, side, ground)
 
     def __call__(self, row: Mapping[str, np.ndarray], rng: np.random.Generator, cfg: RenderConfig,
                  with_alpha: bool = False) -> FinishedCrop:
         side = row["images"].shape[0]
-        bg = self.background(rng, side, cfg.procedural_backgrounds)
+        bg = self.background(rng, side, cfg.procedural_backgrounds, float(row["bbox"][3]) / side)
         return composite_layers(row, bg, rng, cfg, self.source, with_alpha)
 
 

@@ -20,6 +20,10 @@ log = logging.getLogger(__name__)
 
 PHOTO_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 
+#: Rows of a road camera's frame (fractions of its height) where the road under a car 4-30 m away is:
+#: below the horizon (~0.45-0.5) and above the ego hood some frames show at the bottom.
+GROUND_ROWS = (0.55, 0.85)
+
 
 def read_kitti_boxes(path: str | Path) -> np.ndarray:
     """Every 2-D box (x1, y1, x2, y2; KITTI fields 5-8) of a KITTI label file, whatever its class
@@ -125,6 +129,21 @@ class BackgroundSource:
                     return frame_without_cars(img, self.boxes.get(path) if self.boxes else None, rng, height, width)
         return procedural_background(rng, height, width)
 
+    def sample_on_ground(self, rng: np.random.Generator, side: int, ground: float,
+                         rows: tuple[float, float] = GROUND_ROWS) -> np.ndarray:
+        """A ``side`` square photo patch (random scale and column, mirrored half the time) placed so that
+        its row at ``ground`` (a fraction of its height: where a car's wheels are) falls on a random row
+        in ``rows`` of the photo, the road in a road camera's frame: the car then stands on the road,
+        not on a wall or in the sky. Procedural without photos."""
+        if self.photos:
+            for _ in range(8):
+                img = self._photo(self.photos[int(rng.integers(len(self.photos)))])
+                if img is not None:
+                    return ground_crop(img, rng, side, ground, rows)
+            if len(self.unreadable) == len(self.photos):
+                raise ValueError(f"none of the {len(self.photos)} background images can be read")
+        return procedural_background(rng, side, side)
+
     def sample_with_region(self, rng: np.random.Generator, height: int, width: int
                            ) -> tuple[np.ndarray, tuple[Path, np.ndarray] | None]:
         """A background and where it came from: (photo, crop box x1 y1 x2 y2) or None (procedural)."""
@@ -213,6 +232,22 @@ def crop_region_resized(img: np.ndarray, region: np.ndarray, rng: np.random.Gene
         crop = crop[:, ::-1]
     interp = cv2.INTER_AREA if crop.shape[0] > height else cv2.INTER_LINEAR
     return np.ascontiguousarray(cv2.resize(crop, (width, height), interpolation=interp))
+
+
+def ground_crop(img: np.ndarray, rng: np.random.Generator, side: int, ground: float,
+                rows: tuple[float, float] = GROUND_ROWS) -> np.ndarray:
+    """A square crop of ``img`` (25-100 % of its shorter side) whose row at ``ground`` of its height lies
+    on a random photo row in ``rows`` (as near as the photo's edges allow), mirrored half the time,
+    resized to ``side``."""
+    ih, iw = img.shape[:2]
+    s = max(2, min(int(rng.uniform(0.25, 1.0) * min(ih, iw)), ih, iw))
+    y0 = int(np.clip(round(rng.uniform(*rows) * ih - ground * s), 0, ih - s))
+    x0 = int(rng.integers(0, iw - s + 1))
+    crop = img[y0:y0 + s, x0:x0 + s]
+    if rng.uniform() < 0.5:
+        crop = crop[:, ::-1]
+    interp = cv2.INTER_AREA if s > side else cv2.INTER_LINEAR
+    return np.ascontiguousarray(cv2.resize(crop, (side, side), interpolation=interp))
 
 
 def photo_crop(img: np.ndarray, rng: np.random.Generator, height: int, width: int) -> np.ndarray:
