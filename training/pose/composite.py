@@ -16,7 +16,8 @@ learn to ignore (the background, the framing) is what is cheap to vary. What a c
 vary is the car itself: its view, paint and light are fixed at render time.
 
 Every draw comes from the generator it is given; ``CropStream`` seeds one per row (seed, epoch, file,
-row), so a composite does not depend on the number of workers or ranks. The draws (box jitter, haze,
+row) and draws the photos of each block of 64 rows from a pool of 8 (``Compositor.pool``), so a
+composite does not depend on the number of workers or ranks. The draws (box jitter, haze,
 interference, truncation, low resolution, share of procedural backgrounds) follow the layers file's
 ``render_config``. Background folders holding real validation frames are refused.
 
@@ -45,8 +46,13 @@ from training.render.preview import _label, draw_view_dial
 from training.render.sampling import RenderConfig
 
 #: Decoded photos kept per process: the real_unlabelled photos are 0.2-2.8 MB decoded, so 64 of them
-#: stay well under 200 MB, and a hit skips a ~3 ms JPEG decode.
+#: stay well under 200 MB, and a hit skips a ~3 ms JPEG decode (as long as the composite itself).
 PHOTO_CACHE = 64
+#: ``CropStream`` draws the backgrounds (and occluder fills) of each block of POOL_ROWS rows of a file
+#: from a pool of POOL_PHOTOS photos drawn per block and epoch: a shuffle buffer of 8 chunks of 64 rows
+#: then needs 64 decoded photos, which the cache holds, instead of a decode for nearly every row.
+POOL_ROWS = 64
+POOL_PHOTOS = 8
 
 
 def layers_config(ds: CarposeDataset) -> RenderConfig:
@@ -84,21 +90,37 @@ class Compositor:
         self.folder = Path(folder)
         self.source = BackgroundSource.from_folder(folder)
         self.source.cache_size = PHOTO_CACHE
+        self._pools: dict[tuple, BackgroundSource] = {}
 
-    def background(self, rng: np.random.Generator, side: int, procedural_fraction: float, ground: float
-                   ) -> np.ndarray:
-        """A ``side`` square background: a patch of a random photo at a random scale whose row at
-        ``ground`` (where the car's wheels are) lies on the photo's road (``sample_on_ground``), or
-        procedural."""
+    def pool(self, key: tuple[int, ...]) -> BackgroundSource:
+        """The photos keyed by ``key`` (e.g. seed, epoch, file, block of rows): POOL_PHOTOS of them
+        drawn from the generator of ``key``, sharing the decoded-photo cache."""
+        if key not in self._pools:
+            if len(self._pools) >= 4 * PHOTO_CACHE // POOL_PHOTOS:
+                self._pools.pop(next(iter(self._pools)))
+            n = len(self.source.photos)
+            pick = np.random.default_rng([*key, 0xB6]).choice(n, size=min(POOL_PHOTOS, n), replace=False)
+            self._pools[key] = self.source.subset(np.sort(pick))
+        return self._pools[key]
+
+    @staticmethod
+    def background(source: BackgroundSource, rng: np.random.Generator, side: int, procedural_fraction: float,
+                   ground: float) -> np.ndarray:
+        """A ``side`` square background: a patch of a random photo of ``source`` at a random scale whose
+        row at ``ground`` (where the car's wheels are) lies on the photo's road (``sample_on_ground``),
+        or procedural."""
         if procedural_fraction > 0 and rng.uniform() < procedural_fraction:
             return procedural_background(rng, side, side)
-        return self.source.sample_on_ground(rng, side, ground)
+        return source.sample_on_ground(rng, side, ground)
 
     def __call__(self, row: Mapping[str, np.ndarray], rng: np.random.Generator, cfg: RenderConfig,
-                 with_alpha: bool = False) -> FinishedCrop:
+                 with_alpha: bool = False, pool: tuple[int, ...] | None = None) -> FinishedCrop:
+        """One training crop from a layers row; with ``pool`` (a key, see :meth:`pool`) the background
+        and occluder photos come from that pool, else from every photo."""
+        source = self.source if pool is None else self.pool(pool)
         side = row["images"].shape[0]
-        bg = self.background(rng, side, cfg.procedural_backgrounds, float(row["bbox"][3]) / side)
-        return composite_layers(row, bg, rng, cfg, self.source, with_alpha)
+        bg = self.background(source, rng, side, cfg.procedural_backgrounds, float(row["bbox"][3]) / side)
+        return composite_layers(row, bg, rng, cfg, source, with_alpha)
 
 
 def composite_rng(seed: int, epoch: int, file_index: int, row: int) -> np.random.Generator:

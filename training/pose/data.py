@@ -13,7 +13,8 @@ DDP never waits on a rank that ran out of data; the few rows past that are skipp
 
 Layers files (``carpose-render layers``: cars with coverage and shadow, no background) are composited
 onto real photos as they stream (``composite_backgrounds``, training/pose/composite.py): each row
-becomes a new crop every epoch, seeded per (seed, epoch, file, row). Crops and layers files mix in
+becomes a new crop every epoch, seeded per (seed, epoch, file, row), its photo drawn from a pool of 8
+per block of 64 rows (so a shuffle buffer decodes each photo once). Crops and layers files mix in
 one stream. The compositor already cuts a jittered detector box, so a composited crop skips the
 augmentation's own shift/scale jitter (grey borders a crop file's jitter needs).
 
@@ -242,10 +243,11 @@ class CropStream(IterableDataset):
         az = float(cols["azimuth_deg"])
         aug = self.aug
         if fi in self.layer_configs:
-            from training.pose.composite import composite_rng
+            from training.pose.composite import POOL_ROWS, composite_rng
 
             crop_rng = composite_rng(self.seed, self.epoch, fi, row)
-            img = self.compositor(cols, crop_rng, self.layer_configs[fi]).image
+            pool = (self.seed, self.epoch, fi, row // POOL_ROWS)  # photos shared by a block of rows
+            img = self.compositor(cols, crop_rng, self.layer_configs[fi], pool=pool).image
             aug = self.composite_aug
         else:
             img = cols["images"]

@@ -87,6 +87,14 @@ class BackgroundSource:
     def procedural(cls) -> BackgroundSource:
         return cls(None)
 
+    def subset(self, indices: list[int] | np.ndarray) -> BackgroundSource:
+        """The same source drawing only from the photos at ``indices``, sharing this one's cache of
+        decoded photos (a few photos drawn many times are decoded once)."""
+        sub = BackgroundSource([self.photos[int(i)] for i in indices], cache_size=self.cache_size, boxes=self.boxes,
+                               procedural_fraction=self.procedural_fraction, bottom_margin=self.bottom_margin)
+        sub._cache, sub.unreadable = self._cache, self.unreadable
+        return sub
+
     def describe(self) -> str:
         if not self.photos:
             return "procedural backgrounds"
