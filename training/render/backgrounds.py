@@ -244,11 +244,13 @@ def crop_region_resized(img: np.ndarray, region: np.ndarray, rng: np.random.Gene
 
 def ground_crop(img: np.ndarray, rng: np.random.Generator, side: int, ground: float,
                 rows: tuple[float, float] = GROUND_ROWS) -> np.ndarray:
-    """A square crop of ``img`` (25-100 % of its shorter side) whose row at ``ground`` of its height lies
-    on a random photo row in ``rows`` (as near as the photo's edges allow), mirrored half the time,
-    resized to ``side``."""
+    """A square crop of ``img`` (``side`` px to its shorter side, at least 25 % of it) whose row at
+    ``ground`` of its height lies on a random photo row in ``rows`` (as near as the photo's edges
+    allow), mirrored half the time, resized to ``side``. Never enlarged where the photo allows it: an
+    enlarged patch is blurrier than the crisp car in front of it, a cue real crops do not have."""
     ih, iw = img.shape[:2]
-    s = max(2, min(int(rng.uniform(0.25, 1.0) * min(ih, iw)), ih, iw))
+    short = min(ih, iw)
+    s = max(2, min(int(rng.uniform(min(short, max(0.25 * short, side)), short)), short))
     y0 = int(np.clip(round(rng.uniform(*rows) * ih - ground * s), 0, ih - s))
     x0 = int(rng.integers(0, iw - s + 1))
     crop = img[y0:y0 + s, x0:x0 + s]
