@@ -236,6 +236,11 @@ def crop_region_resized(img: np.ndarray, region: np.ndarray, rng: np.random.Gene
     x1, y1 = int(np.ceil(x1)), int(np.ceil(y1))
     x2, y2 = max(int(np.floor(x2)), x1 + 1), max(int(np.floor(y2)), y1 + 1)
     crop = img[y1:y2, x1:x2]
+    return mirror_resize(crop, rng, height, width)
+
+
+def mirror_resize(crop: np.ndarray, rng: np.random.Generator, height: int, width: int) -> np.ndarray:
+    """``crop`` mirrored with probability 0.5 and resized to height x width (area when shrinking)."""
     if rng.uniform() < 0.5:
         crop = crop[:, ::-1]
     interp = cv2.INTER_AREA if crop.shape[0] > height else cv2.INTER_LINEAR
@@ -254,10 +259,7 @@ def ground_crop(img: np.ndarray, rng: np.random.Generator, side: int, ground: fl
     y0 = int(np.clip(round(rng.uniform(*rows) * ih - ground * s), 0, ih - s))
     x0 = int(rng.integers(0, iw - s + 1))
     crop = img[y0:y0 + s, x0:x0 + s]
-    if rng.uniform() < 0.5:
-        crop = crop[:, ::-1]
-    interp = cv2.INTER_AREA if s > side else cv2.INTER_LINEAR
-    return np.ascontiguousarray(cv2.resize(crop, (side, side), interpolation=interp))
+    return mirror_resize(crop, rng, side, side)
 
 
 def photo_crop(img: np.ndarray, rng: np.random.Generator, height: int, width: int) -> np.ndarray:
@@ -270,10 +272,7 @@ def photo_crop(img: np.ndarray, rng: np.random.Generator, height: int, width: in
     y0 = int(rng.integers(0, ih - ch + 1))
     x0 = int(rng.integers(0, iw - cw + 1))
     crop = img[y0:y0 + ch, x0:x0 + cw]
-    if rng.uniform() < 0.5:
-        crop = crop[:, ::-1]
-    interp = cv2.INTER_AREA if ch > height else cv2.INTER_LINEAR
-    return np.ascontiguousarray(cv2.resize(crop, (width, height), interpolation=interp))
+    return mirror_resize(crop, rng, height, width)
 
 
 def _colour(rng: np.random.Generator) -> tuple[int, int, int]:
