@@ -2,7 +2,7 @@
 # Render the pose CNN's training and evaluation data (the shipped model's recipe, models/README.md).
 # Realistic renders (PBR paint mix, sun/sky/shadows, road-camera geometry, docs/realism.md) of every
 # mesh source (../shared/cars + ../shared/cars_more, docs/car_sources.md) and of procedural cars,
-# on unlabelled real road photos of many cities and cameras (../shared/real_unlabelled) plus
+# on unlabelled real road photos of many cities and cameras (../shared/real_unlabelled, road sources) plus
 # procedural backgrounds. Validation frames are never backgrounds (carpose.eval.real_sources refuses
 # them; the shipped pose model's data was rendered over the nuScenes validation frames, at a45a3c5). Car models are split by name into train and held-out sets (whole models from every
 # source); the "random" files show the *training* cars again from new viewpoints. Meshes and
@@ -17,7 +17,15 @@ WORKERS=${WORKERS:-2}
 SHARED=${CARPOSE_SHARED:-../shared}
 mkdir -p "$OUT"
 bg=()
-[ -d "$SHARED/real_unlabelled" ] && bg=(--backgrounds "$SHARED/real_unlabelled")
+# Backgrounds: the road photos of real_unlabelled, without openalpr (300 close-ups of real car fronts
+# and rears: a real car's end behind a rendered one contradicts the label). Hard links, no copies.
+if [ -d "$SHARED/real_unlabelled" ]; then
+  mkdir -p data/bg_road
+  for d in "$SHARED"/real_unlabelled/*/; do
+    [ "$(basename "$d")" = openalpr ] || cp -rlu "$d" data/bg_road/ 2>/dev/null || cp -ru "$d" data/bg_road/
+  done
+  bg=(--backgrounds data/bg_road)
+fi
 r() { carpose-render crops --workers "$WORKERS" --quiet "${bg[@]}" "$@"; }
 test_n=$((COUNT / 24))
 models=()

@@ -179,3 +179,46 @@ def test_lamps_are_compact_corner_parts_and_symmetric():
     grille = (roles == "trim") & (c[:, 2] > 0.1 * H)  # grille and intake: flat bands, no tall spikes
     tz = mesh.triangles[grille][:, :, 2]
     assert np.all(tz.max(axis=1) - tz.min(axis=1) < 0.2 * H)
+
+
+def test_number_plates_sit_on_both_ends_of_a_one_piece_mesh(monkeypatch):
+    """ApolloCar3D scans have no plates; real cars have one at each end (training.render.plates)."""
+    from training.render.plates import PLATE_ROLE, TEXT_ROLE, plate_parts
+    from training.render.renderer import model_parts
+
+    car = _apollo_car()
+    mesh = car.parts[0].mesh
+    parts = plate_parts(mesh, car.name)
+    plates = [m for role, m in parts if role == PLATE_ROLE]
+    assert len(plates) == 2 and sum(role == TEXT_ROLE for role, _ in parts) >= 10
+    lo, hi = mesh.bounds
+    L, H = hi[0] - lo[0], hi[2] - lo[2]
+    xs = sorted(float(p.centroid[0]) for p in plates)
+    assert xs[0] < lo[0] + 0.15 * L and xs[1] > hi[0] - 0.15 * L  # one at the rear, one at the front
+    for p in plates:
+        w, h = p.extents[1], p.extents[2]
+        assert (w, h) in ((pytest.approx(0.52), pytest.approx(0.11)), (pytest.approx(0.305), pytest.approx(0.152)))
+        assert 0.2 * H < p.centroid[2] < 0.6 * H  # bumper / boot-lid height, not on the roof
+        assert abs(p.centroid[1]) < 1e-9  # centred
+    again = [m for role, m in plate_parts(mesh, car.name) if role == PLATE_ROLE]  # same plates every call
+    assert [p.centroid.tolist() for p in again] == [p.centroid.tolist() for p in plates]
+    assert {r for r, _, _ in model_parts(car)} >= {PLATE_ROLE, TEXT_ROLE}
+    # the rear of a black car now holds a bright patch in the middle that the same render without
+    # plates lacks (pyrender meshes are cached per renderer: one renderer per variant)
+    import training.render.renderer as renderer_mod
+
+    def centre_bright(with_plates: bool) -> int:
+        if not with_plates:
+            monkeypatch.setattr(renderer_mod, "plate_parts", lambda mesh, name: [])
+        with CarRenderer(256, 256) as r:
+            look = sample_look(np.random.default_rng(5), paint_rgb=(0.05, 0.05, 0.06))
+            res = r.render_view(car, View(180, 5, 5), 256, sample_sky(np.random.default_rng(0)), look=look)
+        g, m = res.color.astype(float).mean(2), res.mask
+        xs = np.nonzero(m.any(0))[0]
+        xc, half = (xs.min() + xs.max()) / 2, 0.12 * (xs.max() - xs.min())
+        cols = slice(int(xc - half), int(xc + half) + 1)
+        return int(((g > 2.2 * np.median(g[m])) & m)[:, cols].sum())
+
+    plated = centre_bright(True)
+    plain = centre_bright(False)
+    assert plated > 2 * plain + 20

@@ -179,7 +179,9 @@ def generate_car(seed: int, body_type: str | None = None) -> CarModel:
     parts.append(CarPart(_box((front - 0.02, 0.0, c + 0.1), (0.1, W * 0.98, 0.16)), "trim", COLORS["trim"]))
     parts.append(CarPart(_box((rear + 0.02, 0.0, c + 0.1), (0.1, W * 0.98, 0.16)), "trim", COLORS["trim"]))
     parts.append(CarPart(_box((rear - 0.012, 0.0, c + 0.3), (0.02, 0.5, 0.12)), "light_front",
-                         (0.9, 0.9, 0.9, 1.0)))  # number plate: bright, rear only
+                         (0.9, 0.9, 0.9, 1.0)))  # number plate at the rear
+    parts.append(CarPart(_box((front + 0.035, 0.0, c + 0.1), (0.02, 0.5, 0.12)), "light_front",
+                         (0.9, 0.9, 0.9, 1.0)))  # and on the front bumper: real cars carry both
 
     model = CarModel(name=f"proc_{body_type}_{seed}", parts=parts, source="procedural",
                      meta={"body_type": body_type, "seed": seed, "length_m": round(L, 3), "width_m": round(W, 3),

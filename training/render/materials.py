@@ -105,9 +105,13 @@ def sample_look(rng: np.random.Generator, paint_rgb: tuple[float, float, float] 
     rr = np.array(LIGHT_REAR[0]) * rng.uniform(0.7, 1.3)
     rear = Material(tuple(float(c) for c in np.clip(rr, 0, 1)), 0.0, LIGHT_REAR[2],
                     emissive=(0.5, 0.02, 0.02) if rng.uniform() < 0.1 else (0.0, 0.0, 0.0))
+    # Number plates (meshes that have none get them, training.render.plates): mostly white, some yellow.
+    pw = rng.uniform(0.7, 0.92)
+    plate = Material((pw, pw, pw * 0.97) if rng.uniform() < 0.8 else (pw, pw * 0.78, 0.1), 0.0, 0.45)
+    text = Material((0.03, 0.03, 0.04), 0.0, 0.6)
     return CarLook(paint=paint, family=family,
                    parts={"glass": glass, "tyre": tyre, "rim": rim, "trim": trim, "light_front": front,
-                          "light_rear": rear})
+                          "light_rear": rear, "plate": plate, "plate_text": text})
 
 
 # ------------------------------------------------------------- per-face roles of one-piece meshes

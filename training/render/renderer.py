@@ -20,6 +20,7 @@ import trimesh
 from carpose.convention import camera_position, look_at_pose
 from training.cars.model import CarModel
 from training.render.materials import CarLook, Material, assign_face_roles, split_by_role
+from training.render.plates import plate_parts
 
 #: Fixed materials per part role (RGBA base colour, metallic, roughness); paint comes per sample.
 ROLE_MATERIALS: dict[str, tuple[tuple[float, float, float, float], float, float]] = {
@@ -29,6 +30,8 @@ ROLE_MATERIALS: dict[str, tuple[tuple[float, float, float, float], float, float]
     "trim": ((0.08, 0.08, 0.08, 1.0), 0.1, 0.6),
     "light_front": ((0.95, 0.95, 0.85, 1.0), 0.0, 0.2),
     "light_rear": ((0.75, 0.05, 0.04, 1.0), 0.0, 0.3),
+    "plate": ((0.85, 0.85, 0.82, 1.0), 0.0, 0.45),
+    "plate_text": ((0.04, 0.04, 0.05, 1.0), 0.0, 0.6),
 }
 
 
@@ -129,13 +132,14 @@ def is_untextured_single(model: CarModel) -> bool:
 
 def model_parts(model: CarModel) -> list[tuple[str, trimesh.Trimesh, tuple]]:
     """(role, mesh, colour) of every part to render; one-piece untextured meshes are split into
-    role parts by geometry."""
+    role parts by geometry and get number plates at both ends (training.render.plates)."""
     if not is_untextured_single(model):
         return [(p.role, p.mesh, p.color) for p in model.parts]
     out = []
     for p in model.parts:
         for role, sub in split_by_role(p.mesh, assign_face_roles(p.mesh)).items():
             out.append((role, sub, ROLE_MATERIALS.get(role, ((0.7, 0.7, 0.72, 1.0),))[0]))
+        out += [(role, m, ROLE_MATERIALS[role][0]) for role, m in plate_parts(p.mesh, model.name)]
     return out
 
 
