@@ -7,12 +7,15 @@
 # them; the shipped pose model's data was rendered over the nuScenes validation frames, at a45a3c5). Car models are split by name into train and held-out sets (whole models from every
 # source); the "random" files show the *training* cars again from new viewpoints. Meshes and
 # procedural cars go to separate files so training can weight them.
-# Scale with COUNT (default 36000 training crops); resumable: run it again after an interruption.
+# Scale with COUNT (default 36000 training crops); SEED0 shifts every seed (a second, distinct set of
+# renders: SEED0=20 gives seeds 30/40 for the training files); resumable: run it again after an
+# interruption.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/env.sh
 OUT=${OUT:-data/pose}
 COUNT=${COUNT:-36000}
+S=${SEED0:-0}
 WORKERS=${WORKERS:-2}
 SHARED=${CARPOSE_SHARED:-../shared}
 mkdir -p "$OUT"
@@ -32,16 +35,16 @@ models=()
 for d in "$SHARED/cars" "$SHARED/cars_more"; do [ -d "$d" ] && models+=(--models "$d"); done
 if [ ${#models[@]} -gt 0 ]; then
   mesh=("${models[@]}" --procedural 0)
-  r --out "$OUT/train_mesh.h5"   "${mesh[@]}" --split train   --count $((COUNT * 2 / 3)) --seed 10
-  r --out "$OUT/heldout_mesh.h5" "${mesh[@]}" --split heldout --count "$test_n" --seed 11
-  r --out "$OUT/random_mesh.h5"  "${mesh[@]}" --split train   --count "$test_n" --seed 12
+  r --out "$OUT/train_mesh.h5"   "${mesh[@]}" --split train   --count $((COUNT * 2 / 3)) --seed $((S + 10))
+  r --out "$OUT/heldout_mesh.h5" "${mesh[@]}" --split heldout --count "$test_n" --seed $((S + 11))
+  r --out "$OUT/random_mesh.h5"  "${mesh[@]}" --split train   --count "$test_n" --seed $((S + 12))
   proc_n=$((COUNT - COUNT * 2 / 3))
 else
   echo "[make_pose_data] no meshes in $SHARED: procedural cars only"
   proc_n=$COUNT
 fi
 proc=(--procedural 200)
-r --out "$OUT/train_proc.h5"   "${proc[@]}" --split train   --count "$proc_n" --seed 20
-r --out "$OUT/heldout_proc.h5" "${proc[@]}" --split heldout --count "$test_n" --seed 21
-r --out "$OUT/random_proc.h5"  "${proc[@]}" --split train   --count "$test_n" --seed 22
+r --out "$OUT/train_proc.h5"   "${proc[@]}" --split train   --count "$proc_n" --seed $((S + 20))
+r --out "$OUT/heldout_proc.h5" "${proc[@]}" --split heldout --count "$test_n" --seed $((S + 21))
+r --out "$OUT/random_proc.h5"  "${proc[@]}" --split train   --count "$test_n" --seed $((S + 22))
 for f in "$OUT"/*.h5; do carpose-render info "$f" | head -3; done

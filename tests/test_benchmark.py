@@ -67,10 +67,12 @@ def test_balanced_score_lets_neither_source_nor_the_commonest_view_outvote():
     # source A: 40 fronts all right, 4 rears all wrong; source B: 3 side views, all right
     a = sector_stats(np.r_[np.zeros(40), np.full(4, 170.0)], np.r_[np.zeros(40), np.full(4, 180.0)])
     b = sector_stats(np.zeros(3), np.full(3, 90.0))
-    assert balanced_acc30([a]) == pytest.approx(0.5)  # front 100 %, rear 0 %: the mean of the two sectors
-    assert balanced_acc30([a, b]) == pytest.approx(0.75)  # A 0.5, B 1.0
+    assert balanced_acc30([a], min_n=3) == pytest.approx(0.5)  # front 100 %, rear 0 %: the mean of the two
+    assert balanced_acc30([a, b], min_n=3) == pytest.approx(0.75)  # A 0.5, B 1.0
     few = sector_stats(np.full(2, 170.0), np.full(2, 90.0))  # 2 cars: below the sector minimum, no vote
-    assert balanced_acc30([b, few]) == pytest.approx(1.0) and balanced_acc30([few]) is None
+    assert balanced_acc30([b, few], min_n=3) == pytest.approx(1.0) and balanced_acc30([few], min_n=3) is None
+    # the default minimum (10 cars) leaves A's 4 rear cars and B's 3 side cars out: only A's fronts vote
+    assert balanced_acc30([a, b]) == pytest.approx(1.0)
 
 
 def test_real_sources_resolve_by_name_or_folder_and_say_what_is_missing(tmp_path):

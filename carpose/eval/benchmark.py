@@ -295,7 +295,7 @@ def format_benchmark(res: dict) -> str:
         lines += [""]
         lines += _pose_table(res, "end_to_end", "End to end: azimuth of the cars the detector found (its boxes)")
     lines += ["", "Selection scores: pose balanced Acc@30 (mean over sources of the mean per-sector Acc@30, "
-              f"sectors with >= 3 cars) {_pct(res['selection']['pose_balanced_acc30'])}; detector mean AP@0.5 "
+              f"sectors with >= 10 cars) {_pct(res['selection']['pose_balanced_acc30'])}; detector mean AP@0.5 "
               f">= 40 px over sources {_f(res['selection']['det_mean_ap_tall'])}"]
     return "\n".join(lines)
 

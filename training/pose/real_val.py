@@ -9,7 +9,7 @@ and after every epoch scores them; ``best.pt`` is then the epoch with the best r
 *choice* of checkpoint sees these labels, never a gradient: they are validation sets, not training data.
 
 Selection key, in order (``selection_key``): the balanced Acc@30 (per source the mean Acc@30 over its
-view sectors with >= 3 cars, then the mean over sources, so neither the larger source nor the
+view sectors with >= 10 cars, then the mean over sources, so neither the larger source nor the
 commonest view outvotes the rest), then fewer flips (> 150 deg) over all sources, then lower MedErr.
 """
 
