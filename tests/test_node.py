@@ -338,9 +338,9 @@ def test_latest_frame_only(session, street):
     before = _counts(session.diagnostics())
     msg = session.frame_msg(street)
     stamps = []
-    for _ in range(20):  # 50 Hz: slower than the executor takes messages, faster than the model
-        stamps.append(session.publish(msg))
-        session.ros.spin_until(lambda: False, 0.02)
+    for _ in range(20):  # 200 Hz: slower than the executor takes messages, faster than the model (a quiet
+        stamps.append(session.publish(msg))  # 2-core machine runs this frame in about 20 ms, so 50 Hz dropped none)
+        session.ros.spin_until(lambda: False, 0.005)
     assert session.ros.spin_until(lambda: session.output_for(stamps[-1]) is not None, 30)
     session.ros.spin_until(lambda: False, 1.0)
     after = _counts(session.diagnostics())
