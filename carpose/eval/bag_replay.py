@@ -222,6 +222,9 @@ def run_live(cfg: EvalConfig, reader: BagReader, n: int, out: Path) -> RunResult
         if not spin_until(lambda: pub.get_subscription_count() > 0 and sub.get_publisher_count() > 0, 30.0):
             raise NodeStartError(f"the node is active but never connected to {topic} / {CARS_TOPIC} "
                                  f"(domain {domain}); its log: {node.log}")
+        # Matched on both ends is not yet delivered: Fast DDS can still lose the first reliable sample
+        # while the handshake finishes (a live replay once processed 5 of 6 frames); let it settle.
+        spin_until(lambda: False, 0.5)
         from tqdm import tqdm
 
         bar = tqdm(total=n, desc=f"live x{cfg.rate:g}" if cfg.rate > 0 else "live (back-pressure)", unit="frame",
