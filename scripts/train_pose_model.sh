@@ -9,7 +9,8 @@
 #   2. carpose-adapt-bn: BatchNorm statistics re-estimated on the detector's boxes in unlabelled
 #      real photos (../shared/real_unlabelled; no labels read; validation frames are refused).
 #   3. carpose-benchmark: the result on every real validation source.
-# NOTE: the shipped pose model came from this script at commit a45a3c5, whose data was rendered over
+# NOTE: since issue 21 the shipped model is this script's a45a3c5 result fine-tuned by
+# scripts/finetune_pose_model.sh. The a45a3c5 model came from this script at commit a45a3c5, whose data was rendered over
 # the nuScenes validation frames and whose BatchNorm statistics came from them (models/README.md);
 # both leaks are refused now.
 #   3. carpose-export --mirror-tta: runtimes average every crop with its mirror image by default.
