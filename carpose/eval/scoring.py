@@ -57,6 +57,14 @@ def match_frame(pred_xyxy: np.ndarray, pred_scores: np.ndarray, gt_xyxy: np.ndar
     return FrameMatch(scores, outcome, gt_index, len(gt))
 
 
+def _interpolated_area(recall: np.ndarray, curve: np.ndarray) -> float:
+    """Area under ``curve`` (precision, or orientation similarity) over ``recall``, made monotone from the
+    right first: the all-point interpolation that AP and AOS share."""
+    mrec = np.concatenate([[0.0], recall, [recall[-1] if len(recall) else 0.0]])
+    mcur = np.maximum.accumulate(np.concatenate([[1.0], curve, [0.0]])[::-1])[::-1]
+    return float(np.sum((mrec[1:] - mrec[:-1]) * mcur[1:]))
+
+
 def average_precision(matches: list[FrameMatch]) -> dict:
     """AP (all-point interpolation) plus the full precision/recall curve over all frames."""
     scores = np.concatenate([m.scores[m.outcome >= 0] for m in matches]) if matches else np.zeros(0)
@@ -69,10 +77,7 @@ def average_precision(matches: list[FrameMatch]) -> dict:
     ctp, cfp = np.cumsum(tp), np.cumsum(1 - tp)
     recall = ctp / n_gt
     precision = ctp / np.maximum(ctp + cfp, 1e-12)
-    mrec = np.concatenate([[0.0], recall, [recall[-1] if len(recall) else 0.0]])
-    mpre = np.concatenate([[1.0], precision, [0.0]])
-    mpre = np.maximum.accumulate(mpre[::-1])[::-1]
-    ap = float(np.sum((mrec[1:] - mrec[:-1]) * mpre[1:]))
+    ap = _interpolated_area(recall, precision)
     return {"ap": ap, "num_gt": int(n_gt), "num_pred": int(len(scores)),
             "precision": precision.tolist(), "recall": recall.tolist(), "scores": scores[order].tolist()}
 
@@ -103,10 +108,7 @@ def average_orientation_similarity(matches: list[FrameMatch]) -> float:
     order = np.argsort(-scores, kind="stable")
     tp, sim = tp[order].astype(np.float64), sim[order]
     recall = np.cumsum(tp) / n_gt
-    orient = np.cumsum(sim) / np.arange(1, len(tp) + 1)
-    mrec = np.concatenate([[0.0], recall, [recall[-1] if len(recall) else 0.0]])
-    mos = np.maximum.accumulate(np.concatenate([[1.0], orient, [0.0]])[::-1])[::-1]
-    return float(np.sum((mrec[1:] - mrec[:-1]) * mos[1:]))
+    return _interpolated_area(recall, np.cumsum(sim) / np.arange(1, len(tp) + 1))
 
 
 @dataclass
