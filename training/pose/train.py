@@ -41,7 +41,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from carpose.azimuth_head import DEFAULT_DECODE_HALF_WINDOW, DEFAULT_SIGMA_DEG, decode, soft_labels
-from carpose.convention import CONVENTION_VERSION
+from carpose.convention import CONVENTION_VERSION, angular_error, bin_centers
 from carpose.crop import CropSpec
 from carpose.nets import MEAN, STD, build_model, count_parameters, default_bins
 from training.dataset.provenance import refuse_leaky_datasets
@@ -81,11 +81,9 @@ def flip_penalty(logits: torch.Tensor, az: torch.Tensor, window_deg: float = FLI
     Why: cross-entropy against a narrow soft label charges a confident answer half a turn away no more
     than one 40 deg away, yet a front read as a rear is the product's worst failure. This term grows
     without bound as the opposite view takes the mass, and is ~0 while it holds none."""
-    bins = logits.shape[1]
-    centres = torch.arange(bins, device=logits.device, dtype=torch.float32) * (360.0 / bins)
-    opposite = (az.to(logits.device).float().view(-1, 1) + 180.0) % 360.0
-    d = torch.remainder(centres.view(1, -1) - opposite + 180.0, 360.0) - 180.0
-    mass = (torch.softmax(logits, 1) * (d.abs() <= window_deg)).sum(1)
+    opposite = az.detach().cpu().double().numpy().reshape(-1, 1) + 180.0
+    near = np.asarray(angular_error(bin_centers(logits.shape[1])[None, :], opposite)) <= window_deg
+    mass = (torch.softmax(logits, 1) * torch.from_numpy(near).to(logits.device)).sum(1)
     return -torch.log1p(-mass.clamp(max=1 - 1e-6)).mean()
 
 
