@@ -110,8 +110,8 @@ def pose_on_true_boxes(est: PoseEstimator, src: RealSource, progress: bool = Tru
 
 
 def time_frames(pipe: Pipeline, src: RealSource, limit: int = 30) -> dict:
-    """Median ms per frame of the runtime as the node runs it (its thresholds), over ``limit`` frames
-    spread over the source (the first one, which pays for warm-up, is run twice)."""
+    """Median ms per frame of ``pipe`` at its current thresholds (run_benchmark sets the runtime's), over
+    ``limit`` frames spread over the source (the first one, which pays for warm-up, is run twice)."""
     pairs = kitti_pairs(src.labels, src.images)
     idx = np.unique(np.linspace(0, len(pairs) - 1, min(limit, len(pairs))).round().astype(int))
     rows = []
@@ -157,24 +157,22 @@ def run_benchmark(sources: list[RealSource], pose_model: str | Path = DEFAULT_PO
                   det_classes: dict | None = None, imgsz: int = 640, progress: bool = True,
                   timing_frames: int = 30, mirror_tta: bool | None = None) -> dict:
     """Every number of the benchmark (see the module docstring), plus the cases and frame verdicts for
-    the sheets under the keys ``_cases``, ``_matched_cases`` and ``_verdicts``."""
+    the sheets under the keys ``_cases`` and ``_verdicts``."""
     if not sources:
         raise ValueError("no real validation source to score (../shared absent? see carpose.eval.real_sources)")
     est = PoseEstimator(pose_model, mirror_tta=mirror_tta)
     res: dict = {"pose_model": str(pose_model), "mirror_tta": est.mirror_tta,
                  "det_model": str(det_model) if det_model else None, "conf": conf,
                  "pose_leaks": leaks_in_metadata(est.metadata),
-                 "sources": {}, "_cases": {}, "_matched_cases": {}, "_verdicts": {}}
+                 "sources": {}, "_cases": {}, "_verdicts": {}}
     pose_parts, e2e_parts, det_matches = [], [], {"all": [], "tall": []}
     small = {"gt": 0, "found": 0}
-    eval_pipe = run_pipe = None
+    eval_pipe = None
     if det_model:
-        # The PR curves need every detection (threshold 0.01); the timings the runtime's own threshold.
+        # The PR curves need every detection (threshold 0.01); the timings run at ``conf``, the runtime's.
         eval_pipe = Pipeline(PipelineConfig(pose_model=pose_model, detector_weights=det_model,
                                             detector_classes=det_classes, det_conf=0.01, det_imgsz=imgsz,
                                             max_cars=100))
-        run_pipe = Pipeline(PipelineConfig(pose_model=pose_model, detector_weights=det_model,
-                                           detector_classes=det_classes, det_conf=conf, det_imgsz=imgsz))
         res["det_input_hw"] = list(eval_pipe.detector.input_hw)
     for src in sources:
         ps = pose_on_true_boxes(est, src, progress)
@@ -191,11 +189,12 @@ def run_benchmark(sources: list[RealSource], pose_model: str | Path = DEFAULT_PO
             small = {k: small[k] + sm[k] for k in small}
             me = _matched_errors(r["cases"])
             e2e_parts.append(me)
+            eval_pipe.set_thresholds(conf=conf)
+            timing = time_frames(eval_pipe, src, timing_frames)
+            eval_pipe.set_thresholds(conf=0.01)
             entry["det"] = {**detector_rows(r["matches"], conf), "frames": r["summary"]["frames"],
-                            "recall_by_height": r["summary"]["recall_by_height"], "small": sm,
-                            "timing": time_frames(run_pipe, src, timing_frames)}
+                            "recall_by_height": r["summary"]["recall_by_height"], "small": sm, "timing": timing}
             entry["end_to_end"] = me.report()
-            res["_matched_cases"][src.name] = r["cases"]
             res["_verdicts"][src.name] = r["verdicts"]
         res["sources"][src.name] = entry
     union = {"pose": PoseScores.concat(pose_parts).report()}
