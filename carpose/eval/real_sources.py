@@ -51,7 +51,7 @@ class RealSource:
 
     @property
     def available(self) -> bool:
-        return (self.labels / "label_2").is_dir() and self.images.is_dir()
+        return not self.missing()
 
     def missing(self) -> str:
         """Why the source cannot be scored here ('' when it can)."""
@@ -92,8 +92,8 @@ def resolve_sources(specs: list[str] | None, shared: Path | None = None) -> tupl
     """The sources named by ``specs`` (default: every registered one) that can be scored here, and a
     line for each one that cannot (missing images or labels)."""
     srcs = validation_sources(shared) if not specs else [source_from_spec(s, shared) for s in specs]
-    ok = [s for s in srcs if s.available]
-    return ok, [f"{s.name}: {s.missing()}" for s in srcs if not s.available]
+    why = [(s, s.missing()) for s in srcs]
+    return [s for s, w in why if not w], [f"{s.name}: {w}" for s, w in why if w]
 
 
 def available_sources(specs: list[str] | None, prog: str) -> list[RealSource]:
