@@ -33,6 +33,7 @@ setup(
             "carpose-det-eval = carpose.eval.det_eval:main",
             "carpose-benchmark = carpose.eval.benchmark:main",
             "carpose-det-select = training.detector.select:main",
+            "carpose-pseudo-label = training.detector.pseudo_label:main",
             "carpose-build-engine = training.build_engine:main",
             "carpose_node = carpose.ros.node:run",
             "carpose-make-bag = training.render.drive_bag:main",

@@ -185,6 +185,27 @@ def _resolve_weights(weights: str | Path) -> Path:
     return p.resolve()
 
 
+#: ONNX metadata key under which ``carpose-train-det`` records what a detector was trained on.
+PROVENANCE_KEY = "carpose_provenance"
+
+
+def detector_provenance(weights: str | Path) -> dict:
+    """What an exported detector says it was trained on (``train_backgrounds``,
+    ``pseudo_labelled_photos``, ``chosen_on``); empty for other files or older exports."""
+    path = Path(weights)
+    if path.suffix.lower() != ".onnx" or not path.is_file():
+        return {}
+    import json
+
+    import onnx
+
+    meta = {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
+    try:
+        return json.loads(meta.get(PROVENANCE_KEY, "{}"))
+    except json.JSONDecodeError:
+        return {}
+
+
 def _static_onnx_size(path: Path) -> int | tuple[int, int] | None:
     """Input size of an ONNX detector exported with a fixed size: the side when square, (height,
     width) when rectangular (e.g. 384 x 640 for 16:9 frames: no compute spent on letterbox

@@ -38,6 +38,7 @@ import cv2
 import numpy as np
 
 from carpose.convention import angular_error
+from carpose.detect import detector_provenance
 from carpose.eval.azimuth_report import azimuth_summary
 from carpose.eval.det_eval import evaluate_folder
 from carpose.eval.det_sheet import save_frames_sheet
@@ -164,6 +165,7 @@ def run_benchmark(sources: list[RealSource], pose_model: str | Path = DEFAULT_PO
     res: dict = {"pose_model": str(pose_model), "mirror_tta": est.mirror_tta,
                  "det_model": str(det_model) if det_model else None, "conf": conf,
                  "pose_leaks": leaks_in_metadata(est.metadata),
+                 "det_leaks": leaks_in_metadata(detector_provenance(det_model)) if det_model else [],
                  "sources": {}, "_cases": {}, "_verdicts": {}}
     pose_parts, e2e_parts, det_matches = [], [], {"all": [], "tall": []}
     small = {"gt": 0, "found": 0}
@@ -272,6 +274,8 @@ def format_benchmark(res: dict) -> str:
                 if res.get("det_input_hw") else ""), ""]
     lines += [f"LEAK: the pose model's metadata says: {leak}: its figures on that source are optimistic" for leak in
               res.get("pose_leaks", [])]
+    lines += [f"LEAK: the detector's metadata says: {leak}: its figures on that source are optimistic" for leak in
+              res.get("det_leaks", [])]
     lines += _pose_table(res, "pose", "Pose on the true boxes (sure labels)")
     lines += ["", "Acc@30 by confidence fifth (lowest first), true boxes:", "",
               "| source | 1 | 2 | 3 | 4 | 5 |", "|---|---:|---:|---:|---:|---:|"]

@@ -144,7 +144,8 @@ def leaked_folder(path: str | Path, shared: Path | None = None) -> Path | None:
 
 def leaks_in_metadata(meta: dict) -> list[str]:
     """Where a model's metadata says validation frames shaped it: BatchNorm statistics (``bn_adapted``)
-    or training renders on validation backgrounds (``train_backgrounds``). Figures on those sources are
+    training renders on validation backgrounds (``train_backgrounds``) or pseudo-labelled validation
+    frames (``pseudo_labelled_photos``, the detector's self-training). Figures on those sources are
     optimistic; ``carpose-benchmark`` prints these lines beside them."""
     out = []
     bn = meta.get("bn_adapted") or {}
@@ -155,6 +156,9 @@ def leaks_in_metadata(meta: dict) -> list[str]:
     for v in meta.get("train_backgrounds") or []:
         if isinstance(v, str) and leaked_folder(v) is not None:
             out.append(f"trained on renders over validation backgrounds ({v})")
+    for v in meta.get("pseudo_labelled_photos") or []:
+        if isinstance(v, str) and leaked_folder(v) is not None:
+            out.append(f"trained on pseudo-labelled validation frames ({v})")
     return out
 
 

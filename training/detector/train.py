@@ -20,14 +20,16 @@ import sys
 import time
 from pathlib import Path
 
-import carpose.detect  # noqa: F401  (makes ultralytics offline before it is imported)
+from carpose.detect import PROVENANCE_KEY  # importing carpose.detect makes ultralytics offline
 from training.dataset.export import export_yolo
 from training.dataset.provenance import refuse_leaky_datasets
+from training.detector.pseudo_label import pseudo_folder_provenance
 
 
 def train_detector(scenes: str | Path | list, out: str | Path, epochs: int, imgsz: int, batch: int, workers: int,
                    device: str, arch: str = "yolo11n.yaml", seed: int = 0, fraction: float = 1.0,
-                   init: str | Path | None = None, hours: float | None = None, resume: bool = False) -> Path:
+                   init: str | Path | None = None, hours: float | None = None, resume: bool = False,
+                   pseudo: list[str | Path] | None = None) -> Path:
     """Train; return the path of the final .pt weights (``last.pt``: the synthetic validation split
     that ultralytics' ``best.pt`` is chosen on says little about real frames). Every epoch's weights
     stay as ``epoch<N>.pt`` (N counts from 0) so a run can be scored per epoch on real frames.
@@ -36,7 +38,9 @@ def train_detector(scenes: str | Path | list, out: str | Path, epochs: int, imgs
     detector, converted by training.detector.warm_start) instead of random ones. ``hours``: train
     for this long (ultralytics' ``time``; the learning-rate schedule fits the time and ``epochs``
     is ignored), so a run fits a session. ``resume``: continue ``<out>/train/weights/last.pt``
-    after an interruption, with its own settings."""
+    after an interruption, with its own settings. ``pseudo``: carpose-pseudo-label folders whose
+    real photos and teacher labels join the training images (never the validation split: the
+    synthetic validation split stays synthetic, and the choice is made on real sources anyway)."""
     from ultralytics import YOLO
 
     out = Path(out).resolve()
@@ -53,6 +57,14 @@ def train_detector(scenes: str | Path | list, out: str | Path, epochs: int, imgs
         for k, f in enumerate(files):
             export_yolo(f, data_dir, prefix=f"s{k}_" if len(files) > 1 else "")
         done.write_text("\n".join(str(f) for f in files) + "\n")
+    data_yaml = data_dir / "data.yaml"
+    if pseudo:
+        train_dirs = [str(data_dir / "images" / "train"),
+                      *(str((Path(d) / "yolo" / "images" / "train").resolve()) for d in pseudo)]
+        text = data_yaml.read_text().splitlines()
+        data_yaml = out / "data_with_pseudo.yaml"
+        data_yaml.write_text("\n".join(f"train: {train_dirs}" if line.startswith("train:") else line
+                                       for line in text) + "\n")
     start = arch
     if init is not None:
         start = str(init)
@@ -67,7 +79,7 @@ def train_detector(scenes: str | Path | list, out: str | Path, epochs: int, imgs
     # without mosaic is asked for directly.
     warmup = 0.3 if init is not None else 3.0
     close_mosaic = 1 if hours else max(1, epochs // 5)
-    model.train(data=str(data_dir / "data.yaml"), epochs=epochs, imgsz=imgsz, batch=batch, workers=workers,
+    model.train(data=str(data_yaml), epochs=epochs, imgsz=imgsz, batch=batch, workers=workers,
                 device=device, project=str(out), name="train", exist_ok=True, pretrained=init is not None,
                 seed=seed, plots=False, amp=device != "cpu", cache="ram", patience=max(10, epochs),
                 fraction=fraction, close_mosaic=close_mosaic, warmup_epochs=warmup, save_period=1,
@@ -77,9 +89,12 @@ def train_detector(scenes: str | Path | list, out: str | Path, epochs: int, imgs
     return last
 
 
-def export_onnx(weights: str | Path, dest: str | Path, imgsz: int | tuple[int, int]) -> Path:
+def export_onnx(weights: str | Path, dest: str | Path, imgsz: int | tuple[int, int],
+                provenance: dict | None = None) -> Path:
     """ONNX at a fixed input, a side or (height, width) (letterboxed by ultralytics at predict
-    time), NMS outside."""
+    time), NMS outside. ``provenance`` (what the weights were trained on: background folders,
+    pseudo-labelled photo folders) goes into the file's metadata, where ``carpose-benchmark`` reads
+    it back to flag figures on frames the detector has seen."""
     from ultralytics import YOLO
 
     model = YOLO(str(weights))
@@ -88,6 +103,14 @@ def export_onnx(weights: str | Path, dest: str | Path, imgsz: int | tuple[int, i
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = dest.with_name(dest.name + ".tmp")
     shutil.copyfile(onnx_path, tmp)
+    if provenance is not None:
+        import onnx
+
+        proto = onnx.load(str(tmp))
+        entry = next((p for p in proto.metadata_props if p.key == PROVENANCE_KEY), None) \
+            or proto.metadata_props.add()
+        entry.key, entry.value = PROVENANCE_KEY, json.dumps(provenance)
+        onnx.save(proto, str(tmp))
     tmp.replace(dest)
     return dest
 
@@ -107,6 +130,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--init", help="start from these weights (.pt, or an exported .onnx like models/carpose_det.onnx)")
     p.add_argument("--hours", type=float, help="train for this long instead of --epochs (fits the LR schedule)")
     p.add_argument("--resume", action="store_true", help="continue <out>/train/weights/last.pt")
+    p.add_argument("--pseudo", action="append", metavar="DIR",
+                   help="a carpose-pseudo-label folder: its real photos and teacher labels join the training "
+                        "images (repeat for several)")
     p.add_argument("--export", help="also export the final (or, with --real, the chosen) weights to this ONNX path")
     p.add_argument("--real", nargs="*", metavar="SOURCE",
                    help="after training, choose among every epoch's weights and last.pt on these real validation "
@@ -117,15 +143,16 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.time()
     try:
         backgrounds = refuse_leaky_datasets(args.scenes)
+        pseudo_photos = [pseudo_folder_provenance(d) for d in args.pseudo or []]
         best = train_detector(args.scenes, args.out, args.epochs, args.imgsz, args.batch, args.workers,
                               args.device, args.arch, fraction=args.fraction, init=args.init, hours=args.hours,
-                              resume=args.resume)
+                              resume=args.resume, pseudo=args.pseudo)
     except (FileNotFoundError, ValueError) as exc:  # ValidationLeakError too
         print(f"carpose-train-det: error: {exc}", file=sys.stderr)
         return 2
     info = {"weights": str(best), "train_minutes": round((time.time() - t0) / 60, 1), "epochs": args.epochs,
             "imgsz": args.imgsz, "arch": args.arch, "scenes": [str(s) for s in args.scenes],
-            "backgrounds": backgrounds}
+            "backgrounds": backgrounds, "pseudo_labelled_photos": pseudo_photos}
     if args.real is not None:
         from carpose.eval.real_sources import resolve_sources
         from training.detector.select import format_scores, select_checkpoint
@@ -137,7 +164,10 @@ def main(argv: list[str] | None = None) -> int:
         print(format_scores(scores, k))
         info |= {"weights": str(best), "chosen_on": [s.name for s in sources], "selection": scores}
     if args.export:
-        info["onnx"] = str(export_onnx(best, args.export, tuple(args.export_hw) if args.export_hw else args.imgsz))
+        provenance = {"train_backgrounds": backgrounds, "pseudo_labelled_photos": pseudo_photos,
+                      "chosen_on": info.get("chosen_on", [])}
+        info["onnx"] = str(export_onnx(best, args.export, tuple(args.export_hw) if args.export_hw else args.imgsz,
+                                       provenance))
     (Path(args.out) / "det_train.json").write_text(json.dumps(info, indent=1))
     print(json.dumps(info))
     return 0

@@ -75,7 +75,9 @@ def _job(args: argparse.Namespace, kind: str) -> int:
     if kind == "scenes":
         from training.render.scenes import ROAD_CAMERA
 
-        road = ROAD_CAMERA if args.layout == "road" else {}
+        road = dict(ROAD_CAMERA) if args.layout == "road" else {}
+        if args.hfov:
+            road["hfov_deg"] = tuple(args.hfov)
         scfg = SceneConfig(width=args.width, height=args.height, max_cars=args.max_cars, layout=args.layout,
                            negatives=args.negatives, negative_dirs=tuple(args.negative_models or ()), **road)
     out = run_job(kind, args.out, args.count, spec, cfg, scfg=scfg, backgrounds=getattr(args, "backgrounds", None),
@@ -107,6 +109,9 @@ def main(argv: list[str] | None = None) -> int:
                    help="road layout: up to N unlabelled non-cars per scene (lorries, poles, fences, trees...)")
     s.add_argument("--negative-models", action="append", metavar="DIR",
                    help="mesh folder of extra negatives, e.g. ../shared/distractors (repeatable)")
+    s.add_argument("--hfov", type=float, nargs=2, metavar=("MIN", "MAX"),
+                   help="horizontal field of view range in degrees (road layout default 55-75; a wide camera "
+                        "such as KITTI's 1242 x 375 one sees about 81)")
     pv = sub.add_parser("preview", help="contact sheet PNG with labels drawn on")
     pv.add_argument("dataset")
     pv.add_argument("--out", help="PNG path (default: <dataset>_preview.png)")

@@ -1,0 +1,102 @@
+"""carpose-pseudo-label: a teacher detector labels unlabelled photos; the student trains on them.
+
+Real parts: rendered scene frames stand in for unlabelled photos, the shipped detector is the
+teacher (ultralytics, test-time augmentation on), and carpose-train-det trains one epoch on the
+result. The validation frames are refused at both doors."""
+
+from __future__ import annotations
+
+import json
+
+import cv2
+import numpy as np
+import pytest
+
+from carpose.eval.real_sources import ValidationLeakError
+from carpose.pipeline import DEFAULT_DET_MODEL
+from training.dataset.reader import CarposeDataset
+from training.detector.pseudo_label import (
+    GREY,
+    TeacherConfig,
+    grey_out,
+    kitti_lines,
+    pseudo_label,
+    split_bands,
+    yolo_lines,
+)
+from training.detector.train import main as train_det_main
+from training.render.backgrounds import read_kitti_boxes
+
+
+def test_unsure_boxes_are_greyed_but_never_over_a_sure_car():
+    xyxy = np.array([[10, 10, 50, 40], [12, 12, 48, 38], [60, 5, 90, 30]], float)
+    scores = np.array([0.9, 0.3, 0.2])
+    sure, unsure = split_bands(xyxy, scores, keep=0.45)
+    # the unsure box lying inside the sure car is dropped; the one elsewhere stays unsure
+    assert sure.tolist() == [[10, 10, 50, 40]] and unsure.tolist() == [[60, 5, 90, 30]]
+    img = np.random.default_rng(0).integers(0, 255, (50, 100, 3), dtype=np.uint8)
+    before = img.copy()
+    overlapping = np.array([[40, 20, 70, 45]], float)  # half over the sure car
+    out = grey_out(img, np.vstack([unsure, overlapping]), sure)
+    assert np.array_equal(img, before), "the photo itself is not painted on"
+    assert (out[5:30, 60:90] == GREY).all() and (out[40:45, 55:70] == GREY).all()
+    assert np.array_equal(out[10:40, 10:50], img[10:40, 10:50])  # the labelled car is untouched
+    (line,) = yolo_lines(sure, 100, 50)
+    assert [float(v) for v in line.split()] == pytest.approx([0, 0.3, 0.5, 0.4, 0.6])
+    (k,) = kitti_lines(sure, np.array([0.9]))
+    assert k.split()[0] == "Car" and [float(v) for v in k.split()[4:8]] == [10, 10, 50, 40]
+
+
+@pytest.fixture(scope="module")
+def photos(pose_scenes, tmp_path_factory):
+    """The rendered scenes as a folder of unlabelled JPEG photos."""
+    folder = tmp_path_factory.mktemp("unlabelled") / "street"
+    folder.mkdir()
+    with CarposeDataset(pose_scenes) as ds:
+        for i, img in ds.iter_images():
+            cv2.imwrite(str(folder / f"photo_{i}.jpg"), cv2.cvtColor(img, cv2.COLOR_RGB2BGR))
+    return folder
+
+
+def test_pseudo_labels_train_the_student(photos, pose_scenes, tmp_path):
+    out = tmp_path / "pseudo"
+    cfg = TeacherConfig(weights=str(DEFAULT_DET_MODEL), imgsz=320, augment=True, ignore=0.05, keep=0.3)
+    info = pseudo_label(photos, out, cfg, progress=False)
+    assert info["photos"] == 4 and info["unreadable"] == 0
+    assert info["sure"] > 0, "the shipped detector should find some rendered cars at keep 0.3"
+    total_sure = 0
+    for p in sorted(photos.glob("*.jpg")):
+        yolo = (out / "yolo/labels/train" / f"{p.stem}.txt").read_text().split("\n")
+        kitti = read_kitti_boxes(out / "label_2" / f"{p.stem}.txt")
+        scores = [float(line.split()[-1]) for line in (out / "label_2" / f"{p.stem}.txt").read_text().splitlines()]
+        n_sure = len([line for line in yolo if line.strip()])
+        assert n_sure == sum(s >= cfg.keep for s in scores) and len(kitti) >= n_sure
+        assert all(s >= cfg.ignore for s in scores)
+        assert cv2.imread(str(out / "yolo/images/train" / f"{p.stem}.jpg")).shape == cv2.imread(str(p)).shape
+        total_sure += n_sure
+    assert total_sure == info["sure"]
+    assert (out / "sheet.jpg").is_file()
+    meta = json.loads((out / "pseudo.json").read_text())
+    assert meta["photos_folder"] == str(photos) and meta["teacher"]["keep"] == 0.3
+
+    det = tmp_path / "det"
+    assert train_det_main([str(pose_scenes), "--out", str(det), "--epochs", "1", "--imgsz", "128", "--batch", "4",
+                           "--workers", "0", "--pseudo", str(out)]) == 0
+    data = (det / "data_with_pseudo.yaml").read_text()
+    assert str((out / "yolo/images/train").resolve()) in data and str(det / "yolo_data" / "images" / "train") in data
+    assert json.loads((det / "det_train.json").read_text())["pseudo_labelled_photos"] == [str(photos)]
+
+
+def test_validation_frames_are_never_pseudo_labelled(tmp_path, pose_scenes):
+    val = tmp_path / "shared" / "real" / "kitti_val" / "image_2"
+    val.mkdir(parents=True)
+    cv2.imwrite(str(val / "000000.png"), np.zeros((40, 60, 3), np.uint8))
+    with pytest.raises(ValidationLeakError):
+        pseudo_label(val, tmp_path / "p", TeacherConfig(weights=str(DEFAULT_DET_MODEL)), progress=False)
+    # a pseudo-label folder made from validation frames (by hand, or by an older tool) is refused too
+    forged = tmp_path / "forged"
+    forged.mkdir()
+    (forged / "pseudo.json").write_text(json.dumps({"photos_folder": str(val)}))
+    assert train_det_main([str(pose_scenes), "--out", str(tmp_path / "det"), "--epochs", "1",
+                           "--pseudo", str(forged)]) == 2
+    assert not (tmp_path / "det" / "train").exists()
