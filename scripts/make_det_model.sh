@@ -56,4 +56,4 @@ scenes() {  # scenes OUT COUNT SEED WIDTH HEIGHT HFOV_MIN HFOV_MAX
 scenes "$OUT/road3.h5" "${COUNT:-1500}" 50 640 360 55 75
 scenes "$OUT/wide3.h5" "${COUNT2:-500}" 51 1024 320 70 90
 carpose-train-det "$OUT/road3.h5" "$OUT/wide3.h5" --pseudo "$PSEUDO" --pseudo "$PSEUDO" --out "$RUNS" --imgsz 512 --batch 16 \
-  --epochs "${EPOCHS:-4}" --init "$INIT" --real --export-hw 288 512 --export models/carpose_det.onnx
+  --epochs "${EPOCHS:-4}" --init "$INIT" --real --export-hw 288 512 --export "${EXPORT:-models/carpose_det.onnx}"

@@ -57,7 +57,12 @@ def cluster():
     # Ray >= 2.5x authenticates with a token; this cluster gets its own (never ~/.ray/auth_token).
     token = Path(temp) / "auth_token"
     token.write_text(secrets.token_hex(32))
-    auth = {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(token), "RAY_USAGE_STATS_ENABLED": "0"}
+    auth = {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(token), "RAY_USAGE_STATS_ENABLED": "0",
+            # Loopback only: by default ray.init rewrites 127.0.0.1 to the machine's outward IP, so the
+            # driver dialled eth0 (192.0.2.2) while the head had registered as 127.0.0.1; on a CI
+            # machine that never connected (ConnectionError after 90 s). This switch is Ray's own
+            # single-machine mode (its default on macOS and Windows): every address stays 127.0.0.1.
+            "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
     saved = {k: os.environ.get(k) for k in auth}
     os.environ.update(auth)  # before this process first imports ray
     env = dict(os.environ, PYOPENGL_PLATFORM="egl")
