@@ -34,6 +34,7 @@ setup(
             "carpose-benchmark = carpose.eval.benchmark:main",
             "carpose-det-select = training.detector.select:main",
             "carpose-pseudo-label = training.detector.pseudo_label:main",
+            "carpose-pseudo-pose = training.pose.pseudo_pose:main",
             "carpose-build-engine = training.build_engine:main",
             "carpose_node = carpose.ros.node:run",
             "carpose-make-bag = training.render.drive_bag:main",

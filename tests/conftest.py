@@ -57,6 +57,21 @@ def pose_scenes(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def unlabelled_photos(pose_scenes, tmp_path_factory) -> Path:
+    """The rendered scenes as a folder of unlabelled JPEG photos (stand-ins for real_unlabelled)."""
+    import cv2
+
+    from training.dataset.reader import CarposeDataset
+
+    folder = tmp_path_factory.mktemp("unlabelled") / "street"
+    folder.mkdir()
+    with CarposeDataset(pose_scenes) as ds:
+        for i, img in ds.iter_images():
+            cv2.imwrite(str(folder / f"photo_{i}.jpg"), cv2.cvtColor(img, cv2.COLOR_RGB2BGR))
+    return folder
+
+
+@pytest.fixture(scope="session")
 def pose_run(tmp_path_factory, pose_crops) -> Path:
     """A real (tiny) carpose-train run: 3 epochs on 64 crops, validated on the crops file."""
     from training.pose.train import main

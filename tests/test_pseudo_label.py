@@ -14,7 +14,6 @@ import pytest
 
 from carpose.eval.real_sources import ValidationLeakError
 from carpose.pipeline import DEFAULT_DET_MODEL
-from training.dataset.reader import CarposeDataset
 from training.detector.pseudo_label import (
     GREY,
     TeacherConfig,
@@ -47,25 +46,14 @@ def test_unsure_boxes_are_greyed_but_never_over_a_sure_car():
     assert k.split()[0] == "Car" and [float(v) for v in k.split()[4:8]] == [10, 10, 50, 40]
 
 
-@pytest.fixture(scope="module")
-def photos(pose_scenes, tmp_path_factory):
-    """The rendered scenes as a folder of unlabelled JPEG photos."""
-    folder = tmp_path_factory.mktemp("unlabelled") / "street"
-    folder.mkdir()
-    with CarposeDataset(pose_scenes) as ds:
-        for i, img in ds.iter_images():
-            cv2.imwrite(str(folder / f"photo_{i}.jpg"), cv2.cvtColor(img, cv2.COLOR_RGB2BGR))
-    return folder
-
-
-def test_pseudo_labels_train_the_student(photos, pose_scenes, tmp_path):
+def test_pseudo_labels_train_the_student(unlabelled_photos, pose_scenes, tmp_path):
     out = tmp_path / "pseudo"
     cfg = TeacherConfig(weights=str(DEFAULT_DET_MODEL), imgsz=320, augment=True, ignore=0.05, keep=0.3)
-    info = pseudo_label(photos, out, cfg, progress=False)
+    info = pseudo_label(unlabelled_photos, out, cfg, progress=False)
     assert info["photos"] == 4 and info["unreadable"] == 0
     assert info["sure"] > 0, "the shipped detector should find some rendered cars at keep 0.3"
     total_sure = 0
-    for p in sorted(photos.glob("*.jpg")):
+    for p in sorted(unlabelled_photos.glob("*.jpg")):
         yolo = (out / "yolo/labels/train" / f"{p.stem}.txt").read_text().split("\n")
         kitti = read_kitti_boxes(out / "label_2" / f"{p.stem}.txt")
         scores = [float(line.split()[-1]) for line in (out / "label_2" / f"{p.stem}.txt").read_text().splitlines()]
@@ -77,14 +65,14 @@ def test_pseudo_labels_train_the_student(photos, pose_scenes, tmp_path):
     assert total_sure == info["sure"]
     assert (out / "sheet.jpg").is_file()
     meta = json.loads((out / "pseudo.json").read_text())
-    assert meta["photos_folder"] == str(photos) and meta["teacher"]["keep"] == 0.3
+    assert meta["photos_folder"] == str(unlabelled_photos) and meta["teacher"]["keep"] == 0.3
 
     det = tmp_path / "det"
     assert train_det_main([str(pose_scenes), "--out", str(det), "--epochs", "1", "--imgsz", "128", "--batch", "4",
                            "--workers", "0", "--pseudo", str(out)]) == 0
     data = (det / "data_with_pseudo.yaml").read_text()
     assert str((out / "yolo/images/train").resolve()) in data and str(det / "yolo_data" / "images" / "train") in data
-    assert json.loads((det / "det_train.json").read_text())["pseudo_labelled_photos"] == [str(photos)]
+    assert json.loads((det / "det_train.json").read_text())["pseudo_labelled_photos"] == [str(unlabelled_photos)]
 
 
 def test_validation_frames_are_never_pseudo_labelled(tmp_path, pose_scenes):

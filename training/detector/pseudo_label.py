@@ -48,6 +48,7 @@ import numpy as np
 from tqdm import tqdm
 
 import carpose.detect  # noqa: F401  (makes ultralytics offline before it is imported)
+from carpose.draw import tile_grid
 from carpose.eval.kitti import kitti_pairs, parse_kitti_label, split_ground_truth
 from carpose.eval.real_sources import ValidationLeakError, leaked_folder, refuse_validation_frames, resolve_sources
 from carpose.eval.scoring import detection_report, match_frame
@@ -221,7 +222,7 @@ def write_bands(out: str | Path, keep: float, ignore: float, progress: bool = Tr
             sheet.append(_annotated(img, sure, unsure))
     counts["grey_fraction"] = round(counts["grey_fraction"] / max(1, counts["photos"]), 4)
     if sheet:
-        cv2.imwrite(str(out / "sheet.jpg"), _grid(sheet), [cv2.IMWRITE_JPEG_QUALITY, 85])
+        cv2.imwrite(str(out / "sheet.jpg"), tile_grid(sheet, 8), [cv2.IMWRITE_JPEG_QUALITY, 85])
     teacher = {**meta["teacher"], "keep": keep, "ignore": ignore}
     info = {"photos_folder": str(folder), "teacher": teacher, "unreadable": meta["unreadable"], **counts,
             "teacher_minutes": meta["teacher_minutes"]}
@@ -252,12 +253,6 @@ def _annotated(img: np.ndarray, sure: np.ndarray, unsure: np.ndarray, side: int 
     tile = np.full((side, side, 3), 40, np.uint8)
     tile[:out.shape[0], :out.shape[1]] = out
     return tile
-
-
-def _grid(tiles: list[np.ndarray], cols: int = 8) -> np.ndarray:
-    rows = [np.hstack(tiles[i:i + cols] + [np.zeros_like(tiles[0])] * (cols - len(tiles[i:i + cols])))
-            for i in range(0, len(tiles), cols)]
-    return np.vstack(rows)
 
 
 def score_teacher(config: TeacherConfig, work_dir: str | Path, sources: list | None = None) -> list[dict]:
