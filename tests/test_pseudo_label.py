@@ -19,6 +19,7 @@ from training.detector.pseudo_label import (
     TeacherConfig,
     grey_out,
     kitti_lines,
+    own_car_boxes,
     pseudo_label,
     split_bands,
     yolo_lines,
@@ -44,6 +45,21 @@ def test_unsure_boxes_are_greyed_but_never_over_a_sure_car():
     assert [float(v) for v in line.split()] == pytest.approx([0, 0.3, 0.5, 0.4, 0.6])
     (k,) = kitti_lines(sure, np.array([0.9]))
     assert k.split()[0] == "Car" and [float(v) for v in k.split()[4:8]] == [10, 10, 50, 40]
+
+
+def test_the_cameras_own_car_is_greyed_not_labelled():
+    """A wing mirror at the frame's right edge in most of a source's photos is the camera's own car; a
+    car followed in mid-frame through the same photos, and the mirror in a short source, stay boxes."""
+    mirror, lead = [0.7, 0.53, 1.0, 0.91], [0.45, 0.5, 0.55, 0.6]
+    rng = np.random.default_rng(0)
+    photos = [np.array([mirror, lead]) + rng.normal(0, 0.005, (2, 4)) for _ in range(24)]
+    for b in photos:
+        b[0, 2] = 1.0  # the teacher's boxes are clipped to the frame
+    photos += [np.array([[0.0, 0.4, 0.2, 0.6]])] * 2  # a car cut by the left edge, twice: not recurring enough
+    flags = own_car_boxes(photos)
+    assert all(f[0] for f in flags[:24]) and not any(f[1] for f in flags[:24])
+    assert not any(f.any() for f in flags[24:])
+    assert not any(f.any() for f in own_car_boxes(photos[:10]))  # 10 photos: too few to tell
 
 
 def test_pseudo_labels_train_the_student(unlabelled_photos, pose_scenes, tmp_path):

@@ -17,6 +17,12 @@ Each photo's teacher boxes fall in three bands of score:
   are background;
 - below ``--ignore``: background.
 
+A box that comes back at the same place of the frame in a quarter of a source's photos (one folder
+of at least 20) and touches the frame's left, right or bottom edge is the camera's own car (a dash
+camera's wing mirror or bonnet: the teacher boxes them at 0.5-0.8, seen in the sheet); whatever its
+score, it is greyed, never a label (``own_car_boxes``). Cars followed through a drive stay labels:
+they do not touch the frame's edge.
+
 Outputs under ``--out``:
 
 - ``yolo/images/train``, ``yolo/labels/train``: the training copies and their YOLO labels, for
@@ -53,6 +59,7 @@ from carpose.eval.kitti import kitti_pairs, parse_kitti_label, split_ground_trut
 from carpose.eval.real_sources import ValidationLeakError, leaked_folder, refuse_validation_frames, resolve_sources
 from carpose.eval.scoring import detection_report, match_frame
 from carpose.pipeline import DEFAULT_DET_MODEL
+from carpose.track import iou_matrix
 
 PHOTO_SUFFIXES = (".jpg", ".jpeg", ".png")
 GREY = 114  # ultralytics' letterbox colour: the network sees it as "no image here"
@@ -116,6 +123,28 @@ def split_bands(xyxy: np.ndarray, scores: np.ndarray, keep: float) -> tuple[np.n
         area = (unsure[:, 2] - unsure[:, 0]) * (unsure[:, 3] - unsure[:, 1])
         unsure = unsure[(inter / np.maximum(area[:, None], 1e-9)).max(axis=1) < 0.5]
     return sure, unsure
+
+
+def own_car_boxes(norm_boxes: list[np.ndarray], min_photos: int = 20, share: float = 0.25, iou: float = 0.5,
+                  edge: float = 0.005) -> list[np.ndarray]:
+    """Per photo of one source (boxes as fractions of the frame, x1 y1 x2 y2), which boxes are the
+    camera's own car: touching the left, right or bottom edge, and overlapping (IoU >= ``iou``) a box
+    of at least ``share`` of the source's other photos. Sources under ``min_photos`` photos are too
+    short to tell a mounted part from a car followed for a few frames: nothing is flagged there."""
+    flags = [np.zeros(len(b), bool) for b in norm_boxes]
+    n = len(norm_boxes)
+    if n < min_photos:
+        return flags
+    for i, b in enumerate(norm_boxes):
+        touching = (b[:, 0] <= edge) | (b[:, 2] >= 1 - edge) | (b[:, 3] >= 1 - edge)
+        if not touching.any():
+            continue
+        recurs = np.zeros(len(b))
+        for j, other in enumerate(norm_boxes):
+            if j != i and len(other):
+                recurs += iou_matrix(b, other).max(axis=1) >= iou
+        flags[i] = touching & (recurs >= share * (n - 1))
+    return flags
 
 
 def grey_out(image: np.ndarray, unsure: np.ndarray, sure: np.ndarray) -> np.ndarray:
@@ -200,14 +229,20 @@ def write_bands(out: str | Path, keep: float, ignore: float, progress: bool = Tr
     img_dir, lab_dir, kitti_dir = out / "yolo/images/train", out / "yolo/labels/train", out / "label_2"
     for d in (img_dir, lab_dir, kitti_dir):
         d.mkdir(parents=True, exist_ok=True)
-    counts = {"photos": 0, "sure": 0, "unsure": 0, "photos_with_sure": 0, "grey_fraction": 0.0}
+    counts = {"photos": 0, "sure": 0, "unsure": 0, "own_car": 0, "photos_with_sure": 0, "grey_fraction": 0.0}
     photos = [p for p in photos_under(folder)[:meta.get("limit")] if (out / "teacher_2" / f"{p.stem}.txt").is_file()]
+    boxes = {}
+    for path in photos:
+        xyxy, scores = read_teacher_file(out / "teacher_2" / f"{path.stem}.txt")
+        boxes[path] = (xyxy[scores >= ignore], scores[scores >= ignore])
+    own = own_car_flags(photos, boxes)
     sheet: list[np.ndarray] = []
     for path in tqdm(photos, desc="pseudo-label bands", unit="photo", disable=not progress):
         img = cv2.imread(str(path), cv2.IMREAD_COLOR)
-        xyxy, scores = read_teacher_file(out / "teacher_2" / f"{path.stem}.txt")
-        xyxy, scores = xyxy[scores >= ignore], scores[scores >= ignore]
-        sure, unsure = split_bands(xyxy, scores, keep)
+        xyxy, scores = boxes[path]
+        sure, unsure = split_bands(xyxy[~own[path]], scores[~own[path]], keep)
+        unsure = np.vstack([unsure, xyxy[own[path]]])
+        counts["own_car"] += int(own[path].sum())
         h, w = img.shape[:2]
         copy = grey_out(img, unsure, sure)
         cv2.imwrite(str(img_dir / f"{path.stem}.jpg"), copy, [cv2.IMWRITE_JPEG_QUALITY, 95])
@@ -228,6 +263,24 @@ def write_bands(out: str | Path, keep: float, ignore: float, progress: bool = Tr
             "teacher_minutes": meta["teacher_minutes"]}
     (out / "pseudo.json").write_text(json.dumps(info, indent=1))
     return info
+
+
+def own_car_flags(photos: list[Path], boxes: dict[Path, tuple[np.ndarray, np.ndarray]]) -> dict[Path, np.ndarray]:
+    """:func:`own_car_boxes` per source (the photos' parent folders), in each photo's own frame size."""
+    from PIL import Image  # reads the size from the header, not the pixels
+
+    by_source: dict[Path, list[Path]] = {}
+    for path in photos:
+        by_source.setdefault(path.parent, []).append(path)
+    flags = {}
+    for group in by_source.values():
+        norm = []
+        for path in group:
+            with Image.open(path) as im:
+                w, h = im.size
+            norm.append(boxes[path][0] / np.array([w, h, w, h], np.float64))
+        flags.update(zip(group, own_car_boxes(norm), strict=True))
+    return flags
 
 
 def pseudo_folder_provenance(folder: str | Path) -> str:

@@ -37,13 +37,14 @@ from training.pose.checkpoint import load_checkpoint, save_checkpoint
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
 
 
-def detector_boxes(images: list[Path], detector: str, conf: float, min_height: float) -> dict[Path, np.ndarray]:
+def detector_boxes(images: list[Path], detector: str, conf: float, min_height: float,
+                   progress: bool = True) -> dict[Path, np.ndarray]:
     """Boxes (x1, y1, x2, y2) of the detector's cars per image, at least ``min_height`` px tall."""
     from carpose.detect import DetectorConfig, YoloDetector
 
     det = YoloDetector(DetectorConfig(weights=detector, conf=conf, device="cpu"))
     out = {}
-    for p in tqdm(images, desc="detect", leave=False):
+    for p in tqdm(images, desc="detect", leave=False, disable=not progress):
         img = cv2.imread(str(p), cv2.IMREAD_COLOR)
         if img is None:
             continue

@@ -208,7 +208,8 @@ def main(argv: list[str] | None = None) -> int:
 
             refuse_validation_frames(args.images, "pseudo-labelled pose crops")
             folder = args.images
-            boxes = detector_boxes(photos_under(folder), args.detector, args.min_score, args.min_height)
+            boxes = detector_boxes(photos_under(folder), args.detector, args.min_score, args.min_height,
+                                   progress=not args.quiet)
             box_source = f"detector {args.detector} (conf >= {args.min_score})"
         r = pseudo_pose(boxes, args.pose, args.min_conf, args.max_disagree, progress=not args.quiet)
         idx = cap_per_sector(r["label"], args.max_per_sector)
