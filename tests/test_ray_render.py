@@ -63,6 +63,9 @@ def cluster():
             # machine that never connected (ConnectionError after 90 s). This switch is Ray's own
             # single-machine mode (its default on macOS and Windows): every address stays 127.0.0.1.
             "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
+    if "ray" in sys.modules:  # Ray reads these at import: set now, they would not reach this driver
+        pytest.fail("ray was imported before this module's cluster set its token and loopback mode "
+                    "(ultralytics' raytune callback does that unless training.detector.train switches it off)")
     saved = {k: os.environ.get(k) for k in auth}
     os.environ.update(auth)  # before this process first imports ray
     env = dict(os.environ, PYOPENGL_PLATFORM="egl")

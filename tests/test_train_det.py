@@ -5,6 +5,8 @@ of ultralytics training from scratch -> ONNX -> loaded by carpose's detector. Ch
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 import numpy as np
 
@@ -43,3 +45,24 @@ def test_onnx_warm_start_reproduces_the_exported_model(pose_scenes, tmp_path):
                  "--workers", "0", "--init", str(onnx), "--export", str(onnx2), "--export-hw", "96", "128"]) == 0
     det = YoloDetector(DetectorConfig(weights=onnx2, conf=0.001))
     assert det.input_hw == (96, 128)
+
+
+def test_training_loads_no_integration_callbacks():
+    """ultralytics' trainer imports every integration whose setting is on; its raytune callback
+    imports Ray, which then reads its configuration for the whole process (CI's Ray cluster test
+    could not connect after a detector training had run). In a fresh process, as a trainer starts."""
+    code = (
+        "import sys\n"
+        "from collections import defaultdict\n"
+        "import carpose.detect\n"
+        "from training.detector.train import no_integration_callbacks\n"
+        "no_integration_callbacks()\n"
+        "from ultralytics.utils.callbacks.base import add_integration_callbacks\n"
+        "class DetectionTrainer:\n"
+        "    callbacks = defaultdict(list)\n"
+        "add_integration_callbacks(DetectionTrainer())\n"
+        "print('ray' in sys.modules, 'mlflow' in sys.modules, 'wandb' in sys.modules)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.split()[-3:] == ["False", "False", "False"]

@@ -25,6 +25,20 @@ from training.dataset.export import export_yolo
 from training.dataset.provenance import refuse_leaky_datasets
 from training.detector.pseudo_label import pseudo_folder_provenance
 
+#: ultralytics' trainer integrations, each imported by every training while its setting is on.
+INTEGRATIONS = ("clearml", "comet", "dvc", "mlflow", "raytune", "tensorboard", "wandb")
+
+
+def no_integration_callbacks() -> None:
+    """Switch ultralytics' experiment-tracking integrations off for this process, in memory (the
+    user's settings file is not rewritten). carpose uses none of them; some reach the network
+    (comet, wandb, clearml, mlflow), and ``raytune`` imports Ray inside every training, which fixes
+    Ray's configuration for the whole process (a later Ray cluster test then could not connect)."""
+    from ultralytics.utils import SETTINGS
+
+    for key in INTEGRATIONS:
+        dict.__setitem__(SETTINGS, key, False)  # bypasses JSONDict's save, as carpose.detect does
+
 
 def train_detector(scenes: str | Path | list, out: str | Path, epochs: int, imgsz: int, batch: int, workers: int,
                    device: str, arch: str = "yolo11n.yaml", seed: int = 0, fraction: float = 1.0,
@@ -43,6 +57,7 @@ def train_detector(scenes: str | Path | list, out: str | Path, epochs: int, imgs
     synthetic validation split stays synthetic, and the choice is made on real sources anyway)."""
     from ultralytics import YOLO
 
+    no_integration_callbacks()
     out = Path(out).resolve()
     last = out / "train" / "weights" / "last.pt"
     if resume:
