@@ -17,8 +17,9 @@ from carpose.crop import CropSpec
 from carpose.eval.real_sources import ValidationLeakError, shared_root
 from training.dataset.provenance import refuse_leaky_datasets
 from training.dataset.reader import CarposeDataset, validate
+from training.detector.pseudo_label import touches_frame
 from training.pose.data import CropStream
-from training.pose.pseudo_pose import cap_per_sector, main, mirror_consistent, sector_of, touches_frame, write_crops
+from training.pose.pseudo_pose import cap_per_sector, main, mirror_consistent, sector_of, write_crops
 
 
 def test_only_confident_readings_that_agree_with_the_mirror_are_kept():

@@ -125,6 +125,14 @@ def split_bands(xyxy: np.ndarray, scores: np.ndarray, keep: float) -> tuple[np.n
     return sure, unsure
 
 
+def touches_frame(xyxy: np.ndarray, width: float, height: float, margin: float = 2.0) -> np.ndarray:
+    """Boxes touching the frame's left, right or bottom edge (within ``margin``): where cars are cut
+    by the frame and where the teacher boxes the camera's own car (a dash camera's bonnet and wing
+    mirror). The pose model's self-training leaves such boxes out (training/pose/pseudo_pose.py)."""
+    xyxy = np.asarray(xyxy, np.float64).reshape(-1, 4)
+    return (xyxy[:, 0] <= margin) | (xyxy[:, 2] >= width - margin) | (xyxy[:, 3] >= height - margin)
+
+
 def own_car_boxes(norm_boxes: list[np.ndarray], min_photos: int = 20, share: float = 0.25, iou: float = 0.5,
                   edge: float = 0.005) -> list[np.ndarray]:
     """Per photo of one source (boxes as fractions of the frame, x1 y1 x2 y2), which boxes are the
@@ -136,7 +144,7 @@ def own_car_boxes(norm_boxes: list[np.ndarray], min_photos: int = 20, share: flo
     if n < min_photos:
         return flags
     for i, b in enumerate(norm_boxes):
-        touching = (b[:, 0] <= edge) | (b[:, 2] >= 1 - edge) | (b[:, 3] >= 1 - edge)
+        touching = touches_frame(b, 1.0, 1.0, edge)
         if not touching.any():
             continue
         recurs = np.zeros(len(b))

@@ -30,7 +30,7 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from carpose.convention import CONVENTION_VERSION, angular_error, circular_mean, flip_azimuth
+from carpose.convention import CONVENTION_VERSION, angular_error, azimuth_to_bin, circular_mean, flip_azimuth
 from carpose.crop import box_in_crop, crop_region
 from carpose.draw import arrow_vector, tile_grid
 from carpose.eval.real_sources import refuse_validation_frames
@@ -38,12 +38,12 @@ from carpose.eval.scoring import SECTOR_NAMES
 from carpose.pose import PoseEstimator
 from training.dataset.schema import CROP_FIELDS
 from training.dataset.writer import FRAME_PREFIX, BlockStore
-from training.detector.pseudo_label import photos_under, read_teacher_file
+from training.detector.pseudo_label import photos_under, read_teacher_file, touches_frame
 
 
-def teacher_boxes(pseudo_dir: str | Path, min_score: float, min_height: float) -> dict[Path, np.ndarray]:
-    """Boxes >= ``min_score`` and ``min_height`` px tall from a ``carpose-pseudo-label`` folder's
-    recorded teacher boxes, keyed by the photo they belong to."""
+def teacher_boxes(pseudo_dir: str | Path, min_score: float, min_height: float) -> tuple[str, dict[Path, np.ndarray]]:
+    """The photo folder of a ``carpose-pseudo-label`` folder, and its recorded teacher boxes >=
+    ``min_score`` and ``min_height`` px tall, keyed by the photo they belong to."""
     pseudo_dir = Path(pseudo_dir)
     meta = pseudo_dir / "teacher.json"
     if not meta.is_file():
@@ -57,15 +57,7 @@ def teacher_boxes(pseudo_dir: str | Path, min_score: float, min_height: float) -
             xyxy, scores = read_teacher_file(rec)
             tall = (xyxy[:, 3] - xyxy[:, 1]) >= min_height
             out[photo] = xyxy[(scores >= min_score) & tall]
-    return out
-
-
-def touches_frame(xyxy: np.ndarray, width: int, height: int, margin: float = 2.0) -> np.ndarray:
-    """Boxes touching the photo's left, right or bottom edge. Left out of self-training: a car cut by
-    the frame is the hardest to read, and such boxes are where the teacher boxes the camera's own car
-    (a dash camera's bonnet and wing mirror: seen in the contact sheet, read as side views)."""
-    xyxy = np.asarray(xyxy, np.float64).reshape(-1, 4)
-    return (xyxy[:, 0] <= margin) | (xyxy[:, 2] >= width - margin) | (xyxy[:, 3] >= height - margin)
+    return folder, out
 
 
 def mirror_consistent(az: np.ndarray, conf: np.ndarray, az_mirror: np.ndarray, conf_mirror: np.ndarray,
@@ -80,8 +72,8 @@ def mirror_consistent(az: np.ndarray, conf: np.ndarray, az_mirror: np.ndarray, c
 
 
 def sector_of(azimuth_deg: np.ndarray) -> np.ndarray:
-    """Index into SECTOR_NAMES (45-deg sectors centred on 0, 45, ...)."""
-    return (np.floor((np.asarray(azimuth_deg) + 22.5) / 45.0).astype(int)) % len(SECTOR_NAMES)
+    """Index into SECTOR_NAMES (45-deg sectors centred on 0, 45, ..., as ``sector_stats`` bins them)."""
+    return np.asarray(azimuth_to_bin(azimuth_deg, len(SECTOR_NAMES)))
 
 
 def cap_per_sector(label: np.ndarray, cap: int | None, seed: int = 0) -> np.ndarray:
@@ -92,7 +84,7 @@ def cap_per_sector(label: np.ndarray, cap: int | None, seed: int = 0) -> np.ndar
     rng = np.random.default_rng(seed)
     sec = sector_of(label)
     keep = [rng.permutation(idx[sec == s])[:cap] for s in range(len(SECTOR_NAMES))]
-    return np.sort(np.concatenate(keep)) if keep else idx[:0]
+    return np.sort(np.concatenate(keep))
 
 
 def label_tile(crop_rgb: np.ndarray, azimuth_deg: float, confidence: float, side: int = 128) -> np.ndarray:
@@ -200,8 +192,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     try:
         if args.teacher_boxes:
-            boxes = teacher_boxes(args.teacher_boxes, args.min_score, args.min_height)
-            folder = json.loads((Path(args.teacher_boxes) / "teacher.json").read_text())["photos_folder"]
+            folder, boxes = teacher_boxes(args.teacher_boxes, args.min_score, args.min_height)
             box_source = f"teacher boxes of {args.teacher_boxes} (score >= {args.min_score})"
         else:
             from training.pose.adapt_bn import detector_boxes
