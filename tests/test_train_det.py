@@ -39,10 +39,14 @@ def test_onnx_warm_start_reproduces_the_exported_model(pose_scenes, tmp_path):
     pt = onnx_to_pt(onnx, tmp_path / "back.pt")
     # boxes are in input pixels (0..128); the .pt stores FP16, hence a small tolerance
     assert max_output_difference(onnx, pt, size=128) < 0.5
-    # and training goes on from it: a rectangular export for wide cameras
+    # and training goes on from it, gently (--lr0: AdamW at that rate, not ultralytics' 'auto', which
+    # would ignore it): a rectangular export for wide cameras
     out2, onnx2 = tmp_path / "det2", tmp_path / "det2.onnx"
     assert main([str(pose_scenes), "--out", str(out2), "--epochs", "1", "--imgsz", "128", "--batch", "4",
-                 "--workers", "0", "--init", str(onnx), "--export", str(onnx2), "--export-hw", "96", "128"]) == 0
+                 "--workers", "0", "--init", str(onnx), "--lr0", "0.0005", "--export", str(onnx2),
+                 "--export-hw", "96", "128"]) == 0
+    args = (out2 / "train" / "args.yaml").read_text().splitlines()
+    assert "optimizer: AdamW" in args and "lr0: 0.0005" in args
     det = YoloDetector(DetectorConfig(weights=onnx2, conf=0.001))
     assert det.input_hw == (96, 128)
 

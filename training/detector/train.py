@@ -43,7 +43,7 @@ def no_integration_callbacks() -> None:
 def train_detector(scenes: str | Path | list, out: str | Path, epochs: int, imgsz: int, batch: int, workers: int,
                    device: str, arch: str = "yolo11n.yaml", seed: int = 0, fraction: float = 1.0,
                    init: str | Path | None = None, hours: float | None = None, resume: bool = False,
-                   pseudo: list[str | Path] | None = None) -> Path:
+                   pseudo: list[str | Path] | None = None, lr0: float | None = None) -> Path:
     """Train; return the path of the final .pt weights (``last.pt``: the synthetic validation split
     that ultralytics' ``best.pt`` is chosen on says little about real frames). Every epoch's weights
     stay as ``epoch<N>.pt`` (N counts from 0) so a run can be scored per epoch on real frames.
@@ -54,7 +54,9 @@ def train_detector(scenes: str | Path | list, out: str | Path, epochs: int, imgs
     is ignored), so a run fits a session. ``resume``: continue ``<out>/train/weights/last.pt``
     after an interruption, with its own settings. ``pseudo``: carpose-pseudo-label folders whose
     real photos and teacher labels join the training images (never the validation split: the
-    synthetic validation split stays synthetic, and the choice is made on real sources anyway)."""
+    synthetic validation split stays synthetic, and the choice is made on real sources anyway).
+    ``lr0``: AdamW at this learning rate instead of ultralytics' 'auto' optimizer (which ignores any
+    lr0 and, for runs this short, picks AdamW at 0.002): a gentler fine-tuning of a warm start."""
     from ultralytics import YOLO
 
     no_integration_callbacks()
@@ -89,6 +91,8 @@ def train_detector(scenes: str | Path | list, out: str | Path, epochs: int, imgs
             start = str(onnx_to_pt(init, out / "init_from_onnx.pt", arch))
     model = YOLO(start)  # an architecture file builds random weights: no download
     extra = {"time": hours} if hours else {}
+    if lr0 is not None:
+        extra |= {"optimizer": "AdamW", "lr0": lr0}
     # A warm start is a fine-tuning: a short LR warm-up (ultralytics' default, 3 epochs, would be a
     # whole CPU run). A timed run re-plans its epoch count after the first epoch, so its last epoch
     # without mosaic is asked for directly.
@@ -143,6 +147,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--arch", default="yolo11n.yaml", help="ultralytics architecture file (random init)")
     p.add_argument("--fraction", type=float, default=1.0, help="fraction of the training images to use")
     p.add_argument("--init", help="start from these weights (.pt, or an exported .onnx like models/carpose_det.onnx)")
+    p.add_argument("--lr0", type=float, help="AdamW at this learning rate (default: ultralytics' 'auto', AdamW 0.002)")
     p.add_argument("--hours", type=float, help="train for this long instead of --epochs (fits the LR schedule)")
     p.add_argument("--resume", action="store_true", help="continue <out>/train/weights/last.pt")
     p.add_argument("--pseudo", action="append", metavar="DIR",
@@ -161,7 +166,7 @@ def main(argv: list[str] | None = None) -> int:
         pseudo_photos = [pseudo_folder_provenance(d) for d in args.pseudo or []]
         best = train_detector(args.scenes, args.out, args.epochs, args.imgsz, args.batch, args.workers,
                               args.device, args.arch, fraction=args.fraction, init=args.init, hours=args.hours,
-                              resume=args.resume, pseudo=args.pseudo)
+                              resume=args.resume, pseudo=args.pseudo, lr0=args.lr0)
     except (FileNotFoundError, ValueError) as exc:  # ValidationLeakError too
         print(f"carpose-train-det: error: {exc}", file=sys.stderr)
         return 2
