@@ -333,27 +333,62 @@ def _raw(bag: Path, topic: str) -> list[bytes]:
         return [raw for c, _, raw in rd.messages(connections=[c for c in rd.connections if c.topic == topic])]
 
 
+def _shipped_replay(bag: Path, out: Path, frames: int) -> list[dict]:
+    """Replay ``bag`` through the node and in-process with the shipped models; check that both saw
+    every frame and agree, and return both modes' scores."""
+    from carpose.eval.bag_eval import evaluate
+    from carpose.eval.bag_replay import EvalConfig
+
+    r = evaluate(EvalConfig(str(bag), mode="both", rate=0, out=str(out), video=False, progress=False))
+    assert r["agreement"]["agree"], r["agreement"]
+    for mode in ("live", "offline"):
+        assert r["scores"][mode]["processed"] == frames, (mode, r["scores"][mode].get("node_log"))
+    return [r["scores"]["live"], r["scores"]["offline"]]
+
+
 @pytest.mark.skipif(not (SHIPPED_POSE.is_file() and SHIPPED_DET.is_file()),
                     reason="needs the shipped models/carpose_pose.onnx and models/carpose_det.onnx")
 def test_shipped_models_on_a_synthetic_drive(tmp_path):
-    """The shipped models through the node and in-process on 6 frames of held-out cars. Seed 0 with
-    the road-scene detector (2026-11-25): precision 0.93, recall 0.56, recall 8/13 at 10-20 m and 3/3
-    at 20-30 m, MedErr 3.8 deg, Acc@30 100 %. The drive's drawn road and verge are outside the look
-    that detector was trained for (real road frames); the previous, render-only detector found all
-    cars within 30 m here and a fifth of the real ones (models/README.md)."""
+    """The shipped models through the node and in-process on 6 frames of held-out procedural cars on
+    a drawn road, where the ground truth is exact: node and Pipeline agree, every frame is processed,
+    hardly a false car is found and every car found gets its azimuth. The drawn look is not what the
+    shipped detector is for (real road photos; its real-frame bounds are those of
+    test_shipped_models_on_real_frames_through_the_node): here it finds 13-48 % of the cars
+    (precision 1.0, drive seeds 1, 2, 0; models/README.md, "On the drawn synthetic drive"), a known
+    gap. Seed 0, 2026-12-06: recall 0.48 (12 of 25), 9 of 13 at 10-20 m, MedErr 1-4 deg, Acc@30
+    94-100 %. The recall bounds below leave four cars and two cars."""
     pytest.importorskip("rclpy")
-    from carpose.eval.bag_eval import evaluate
-    from carpose.eval.bag_replay import EvalConfig
     from training.render.drive_bag import main as make_main
 
     bag = tmp_path / "drive"
     assert make_main([str(bag), "--frames", "6", "--fps", "5", "--seed", "0", "--quiet"]) == 0
-    r = evaluate(EvalConfig(str(bag), mode="both", rate=0, out=str(tmp_path / "eval"), video=False, progress=False))
-    assert r["agreement"]["agree"], r["agreement"]
-    for mode in ("live", "offline"):
-        s = r["scores"][mode]
-        assert s["processed"] == 6, (mode, s.get("node_log"))
-        assert s["detection"]["precision"] >= 0.8 and s["detection"]["recall"] >= 0.5, (mode, s["detection"])
-        assert s["azimuth"]["med_err_deg"] <= 15 and s["azimuth"]["acc_30"] >= 0.8, (mode, s["azimuth"])
-        near = [b for b in s["by_distance"] if b["to_m"] is not None and b["to_m"] <= 30 and b["gt"]]
-        assert near and all(b["recall"] >= 0.6 for b in near), near
+    for s in _shipped_replay(bag, tmp_path / "eval", 6):
+        assert s["detection"]["precision"] >= 0.8 and s["detection"]["recall"] >= 0.3, (s["mode"], s["detection"])
+        assert s["azimuth"]["med_err_deg"] <= 15 and s["azimuth"]["acc_30"] >= 0.8, (s["mode"], s["azimuth"])
+        near = [b for b in s["by_distance"] if b["to_m"] is not None and b["to_m"] <= 20 and b["gt"]]
+        assert near and all(b["recall"] >= 0.5 for b in near), near
+
+
+@pytest.mark.skipif(not (SHIPPED_POSE.is_file() and SHIPPED_DET.is_file()),
+                    reason="needs the shipped models/carpose_pose.onnx and models/carpose_det.onnx")
+def test_shipped_models_on_real_frames_through_the_node(tmp_path):
+    """What the product is for: the 50 hand-labelled nuScenes frames (1600x900, ../shared)
+    replayed through the real node (DDS at full frame size) and in-process, shipped models. Every
+    labelled car counts, none is ignored. Measured 2026-12-06 (both modes alike): detector precision
+    0.915, recall 0.544 (43 of 79 cars), Acc@30 95.3 %, MedErr 4.9 deg of the cars found; the bounds
+    leave three or four cars. The synthetic drive above cannot stand for this: its drawn look is not
+    what the detector is for."""
+    pytest.importorskip("rclpy")
+    from conftest import SHARED
+
+    from training.render.drive_bag import main as make_main
+
+    images = SHARED / "real" / "nuscenes_front" / "image_2"
+    if not images.is_dir():
+        pytest.skip(f"no real frames at {images} (../shared is optional)")
+    bag = tmp_path / "real"
+    assert make_main(["--from-kitti", str(REPO / "data" / "real" / "nuscenes_front"), str(bag), "--images",
+                      str(images), "--quiet"]) == 0
+    for s in _shipped_replay(bag, tmp_path / "eval", 50):
+        assert s["detection"]["precision"] >= 0.85 and s["detection"]["recall"] >= 0.5, (s["mode"], s["detection"])
+        assert s["azimuth"]["acc_30"] >= 0.9 and s["azimuth"]["med_err_deg"] <= 8, (s["mode"], s["azimuth"])
