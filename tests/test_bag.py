@@ -36,6 +36,8 @@ from carpose.ros.bag import (
 REPO = Path(__file__).resolve().parents[1]
 SHIPPED_POSE = REPO / "models" / "carpose_pose.onnx"
 SHIPPED_DET = REPO / "models" / "carpose_det.onnx"
+needs_shipped = pytest.mark.skipif(not (SHIPPED_POSE.is_file() and SHIPPED_DET.is_file()),
+                                   reason="needs the shipped models/carpose_pose.onnx and models/carpose_det.onnx")
 T0 = 1_000_000_000_000
 
 
@@ -346,8 +348,7 @@ def _shipped_replay(bag: Path, out: Path, frames: int) -> list[dict]:
     return [r["scores"]["live"], r["scores"]["offline"]]
 
 
-@pytest.mark.skipif(not (SHIPPED_POSE.is_file() and SHIPPED_DET.is_file()),
-                    reason="needs the shipped models/carpose_pose.onnx and models/carpose_det.onnx")
+@needs_shipped
 def test_shipped_models_on_a_synthetic_drive(tmp_path):
     """The shipped models through the node and in-process on 6 frames of held-out procedural cars on
     a drawn road, where the ground truth is exact: node and Pipeline agree, every frame is processed,
@@ -369,8 +370,7 @@ def test_shipped_models_on_a_synthetic_drive(tmp_path):
         assert near and all(b["recall"] >= 0.5 for b in near), near
 
 
-@pytest.mark.skipif(not (SHIPPED_POSE.is_file() and SHIPPED_DET.is_file()),
-                    reason="needs the shipped models/carpose_pose.onnx and models/carpose_det.onnx")
+@needs_shipped
 def test_shipped_models_on_real_frames_through_the_node(tmp_path):
     """What the product is for: the 50 hand-labelled nuScenes frames (1600x900, ../shared)
     replayed through the real node (DDS at full frame size) and in-process, shipped models. Every
@@ -379,16 +379,14 @@ def test_shipped_models_on_real_frames_through_the_node(tmp_path):
     leave three or four cars. The synthetic drive above cannot stand for this: its drawn look is not
     what the detector is for."""
     pytest.importorskip("rclpy")
-    from conftest import SHARED
-
+    from carpose.eval.real_sources import source_from_spec
     from training.render.drive_bag import main as make_main
 
-    images = SHARED / "real" / "nuscenes_front" / "image_2"
-    if not images.is_dir():
-        pytest.skip(f"no real frames at {images} (../shared is optional)")
+    src = source_from_spec("nuscenes_front")
+    if src.missing():
+        pytest.skip(f"nuscenes_front: {src.missing()} (../shared is optional)")
     bag = tmp_path / "real"
-    assert make_main(["--from-kitti", str(REPO / "data" / "real" / "nuscenes_front"), str(bag), "--images",
-                      str(images), "--quiet"]) == 0
+    assert make_main(["--from-kitti", str(src.labels), str(bag), "--images", str(src.images), "--quiet"]) == 0
     for s in _shipped_replay(bag, tmp_path / "eval", 50):
         assert s["detection"]["precision"] >= 0.85 and s["detection"]["recall"] >= 0.5, (s["mode"], s["detection"])
         assert s["azimuth"]["acc_30"] >= 0.9 and s["azimuth"]["med_err_deg"] <= 8, (s["mode"], s["azimuth"])
