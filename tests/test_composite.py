@@ -17,8 +17,8 @@ from carpose.convention import flip_azimuth
 from carpose.eval.real_sources import ValidationLeakError, validation_sources
 from training.dataset.provenance import background_folders
 from training.dataset.reader import CarposeDataset, DatasetError
-from training.pose.composite import Compositor, composite_layers, layers_config
-from training.pose.data import AugmentConfig, CropStream
+from training.pose.composite import Compositor, NeighbourConfig, composite_layers, draw_neighbour, layers_config
+from training.pose.data import AugmentConfig, CropStream, make_loader
 from training.render.interference import InterferenceConfig
 from training.render.renderer import mask_box
 
@@ -183,10 +183,66 @@ def test_one_epoch_on_a_layers_and_a_crops_file(layers, photos, tmp_path):
     crops = _render("crops", tmp_path / "crops.h5", 16, 6)
     out = tmp_path / "run"
     assert main(["--train", str(layers), str(crops), "--composite-backgrounds", str(photos), "--out", str(out),
-                 "--epochs", "1", "--batch", "16", "--workers", "1", "--threads", "1", "--quiet"]) == 0
+                 "--epochs", "1", "--batch", "16", "--workers", "1", "--threads", "1", "--neighbours", "0.5",
+                 "--quiet"]) == 0
     _, ck = load_checkpoint(out / "best.pt")
     meta = ck["metadata"]
-    assert meta["composite_backgrounds"] == str(photos)
+    assert meta["composite_backgrounds"] == str(photos) and meta["neighbours"] == 0.5
     assert meta["input_size"] == 64 and meta["crop"]["size"] == 64
     assert meta["train_files"] == [str(layers), str(crops)] and meta["train_backgrounds"] == []
     assert len(ck["history"]) == 1
+
+
+def test_a_neighbour_car_stands_beside_and_hides_at_most_its_share(layers):
+    """Issue 21: a second car beside the labelled one (a parked row). In front it hides at most
+    ``max_cover`` of the target's coverage and stands lower (nearer); the target's crop box and every
+    other draw are those of the composite without it; behind, the target hides it."""
+    rows, cfg = _rows(layers)
+    cfg = _plain(cfg)
+    ncfg = NeighbourConfig(front_prob=1.0, max_cover=0.3)
+    bg = np.full((96, 96, 3), 90, np.uint8)
+    fronts = 0
+    for i, r in enumerate(rows[:8]):
+        other = rows[(i + 1) % len(rows)]
+        in_front, (rgb, alpha, _) = draw_neighbour(r, other, np.random.default_rng(i), ncfg)
+        target = r["alpha"].astype(np.float32) / 255
+        if in_front:
+            fronts += 1
+            assert (alpha * target).sum() <= 0.3 * target.sum() + 1e-3
+            assert mask_box(alpha > 0.5)[3] >= r["bbox"][3] - 0.06 * (r["bbox"][3] - r["bbox"][1]) - 1
+        assert alpha.max() > 0.99 and np.all(rgb[alpha == 0] == 0)  # a whole car moved, nothing else
+
+        alone = composite_layers(r, bg, np.random.default_rng(7), cfg, with_alpha=True)
+        beside = composite_layers(r, bg, np.random.default_rng(7), cfg, with_alpha=True, neighbour=other,
+                                  ncfg=ncfg, nrng=np.random.default_rng(i))
+        assert np.array_equal(alone.bbox, beside.bbox)  # same cut: the neighbour has its own generator
+        assert not np.array_equal(alone.image, beside.image)
+        behind = composite_layers(r, bg, np.random.default_rng(7), cfg, with_alpha=True, neighbour=other,
+                                  ncfg=replace(ncfg, front_prob=0.0), nrng=np.random.default_rng(i))
+        car = behind.alpha == 255  # the target in front of it: its own pixels as without the neighbour
+        assert car.sum() > 50 and np.array_equal(behind.image[car], alone.image[car])
+    assert fronts >= 4
+
+
+def test_neighbours_in_the_stream_keep_labels_and_do_not_depend_on_workers(layers, photos):
+    kw = dict(train=True, aug=AugmentConfig.none(), seed=3, composite_backgrounds=photos)
+    with CarposeDataset(layers) as ds:
+        truth = np.sort(ds.labels()["azimuth_deg"])
+    none = list(CropStream([layers], **kw))
+    assert [np.array_equal(a.numpy(), b.numpy()) for (a, _), (b, _) in
+            zip(none, CropStream([layers], neighbours=0.0, **kw), strict=True)] == [True] * len(none)
+    every = list(CropStream([layers], neighbours=1.0, **kw))
+    assert np.allclose(np.sort([float(az) for _, az in every]), truth, atol=1e-4)
+    changed = [not np.array_equal(a.numpy(), b.numpy()) for (a, _), (b, _) in zip(none, every, strict=True)]
+    assert np.mean(changed) > 0.5  # some neighbours stand outside the crop
+
+    def by_label(stream_items):
+        return {round(float(az), 3): x.numpy() for x, az in stream_items}
+
+    two = make_loader(CropStream([layers], neighbours=1.0, **kw), batch_size=1, workers=2)
+    from_workers = by_label((x[0], az[0]) for x, az in two)
+    one = by_label(every)
+    assert from_workers.keys() == one.keys()
+    assert all(np.array_equal(from_workers[k], one[k]) for k in one)
+    with pytest.raises(ValueError, match="share"):
+        CropStream([layers], neighbours=1.5, **kw)

@@ -31,6 +31,7 @@ import argparse
 import json
 import sys
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
@@ -62,20 +63,91 @@ def layers_config(ds: CarposeDataset) -> RenderConfig:
     return RenderConfig.from_json(json.dumps(ds.attrs["render_config"]))
 
 
+@dataclass(frozen=True)
+class NeighbourConfig:
+    """A second car beside the one being labelled, as in a parked row or a queue (issue 21: KITTI rear
+    views whose crop a nearer parked car's front fills were read as fronts). ``prob`` of the composites
+    get one (``carpose-train --neighbours``); ``front_prob`` of those stand nearer, in front: ``front_height``
+    times the target's height, their box overlapping the target's by ``front_overlap`` of its width,
+    hiding at most ``max_cover`` of its coverage (tried three times, then it goes behind); the rest stand
+    farther, behind it (``back_height``, ``back_gap`` target widths from its box; negative: overlapping).
+    Wheels on the target's ground row, lower when nearer (a road camera). The label stays the target's."""
+
+    front_prob: float = 0.6
+    front_height: tuple[float, float] = (1.0, 1.3)
+    front_overlap: tuple[float, float] = (0.15, 0.7)
+    max_cover: float = 0.5
+    back_height: tuple[float, float] = (0.7, 1.0)
+    back_gap: tuple[float, float] = (-0.6, 0.1)
+
+
+def place_neighbour(target_bbox: np.ndarray, other: Mapping[str, np.ndarray], ratio: float, gap: float,
+                    right: bool, dy: float = 0.0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``other``'s car (a layers row) scaled to ``ratio`` times the target's height and moved onto the
+    target's canvas, its box ``gap`` target widths to the right (or left) of ``target_bbox`` (negative:
+    overlapping), wheels on the target's ground row moved by ``(ratio - 1) / 2 + dy`` target heights
+    (a nearer car stands lower in a road camera's image). Its RGB, coverage (0..1) and shadow (0..1)."""
+    side = other["images"].shape[0]
+    t = np.asarray(target_bbox, np.float64)
+    o = np.asarray(other["bbox"], np.float64)
+    ht, wt = t[3] - t[1], t[2] - t[0]
+    s = ratio * ht / max(o[3] - o[1], 1.0)
+    wn = s * (o[2] - o[0])
+    left = t[2] + gap * wt if right else t[0] - gap * wt - wn
+    bottom = t[3] + ((ratio - 1.0) / 2 + dy) * ht
+    m = np.array([[s, 0.0, left - s * o[0]], [0.0, s, bottom - s * o[3]]])
+    warp = dict(dsize=(side, side), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
+    rgb = cv2.warpAffine(other["images"], m, borderValue=(0, 0, 0), **warp)
+    alpha = cv2.warpAffine(other["alpha"].astype(np.float32) / 255.0, m, borderValue=0.0, **warp)
+    shadow = cv2.warpAffine(1.0 - other["shadow"].astype(np.float32) / 255.0, m, borderValue=0.0, **warp)
+    return rgb, alpha, shadow
+
+
+def draw_neighbour(row: Mapping[str, np.ndarray], other: Mapping[str, np.ndarray], rng: np.random.Generator,
+                   ncfg: NeighbourConfig) -> tuple[bool, tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """Where ``other`` stands beside ``row``'s car: (in front?, its layers on the canvas)."""
+    alpha = row["alpha"].astype(np.float32) / 255.0
+    right = bool(rng.uniform() < 0.5)
+    dy = float(rng.uniform(-0.05, 0.05))
+    if rng.uniform() < ncfg.front_prob:
+        for _ in range(3):
+            layers = place_neighbour(row["bbox"], other, float(rng.uniform(*ncfg.front_height)),
+                                     -float(rng.uniform(*ncfg.front_overlap)), right, dy)
+            if (layers[1] * alpha).sum() <= ncfg.max_cover * max(float(alpha.sum()), 1.0):
+                return True, layers
+    return False, place_neighbour(row["bbox"], other, float(rng.uniform(*ncfg.back_height)),
+                                  float(rng.uniform(*ncfg.back_gap)), right, dy)
+
+
 def composite_layers(row: Mapping[str, np.ndarray], background: np.ndarray, rng: np.random.Generator,
                      cfg: RenderConfig, occluders: BackgroundSource | None = None,
-                     with_alpha: bool = False) -> FinishedCrop:
+                     with_alpha: bool = False, neighbour: Mapping[str, np.ndarray] | None = None,
+                     ncfg: NeighbourConfig | None = None, nrng: np.random.Generator | None = None
+                     ) -> FinishedCrop:
     """One training crop from one layers row (``images``, ``alpha``, ``shadow``, ``bbox``) over
     ``background`` (canvas-sized RGB): the shadow multiplied in, the car blended with its coverage
     (the stored alpha is already antialiased: no feathering), haze, then ``finish_crop``. With
-    ``with_alpha`` the result also holds the car's coverage cut like the crop."""
+    ``with_alpha`` the result also holds the car's coverage cut like the crop. With ``neighbour`` (another
+    layers row) that car stands beside this one (``place_neighbour``, drawn from ``nrng`` so that
+    ``rng``'s draws stay those of a composite without one)."""
     side = row["images"].shape[0]
     if background.shape != (side, side, 3):
         raise ValueError(f"background {background.shape} does not match the {side} px layers canvas")
     alpha = row["alpha"].astype(np.float32) / 255.0
     shadow = 1.0 - row["shadow"].astype(np.float32) / 255.0
     haze = float(rng.uniform(*cfg.haze)) if cfg.haze[1] > 0 else 0.0
+    front = None
+    if neighbour is not None:
+        in_front, (n_rgb, n_alpha, n_shadow) = draw_neighbour(row, neighbour, nrng if nrng is not None else rng,
+                                                              ncfg or NeighbourConfig())
+        if in_front:
+            front = (n_rgb, n_alpha)
+            shadow = np.maximum(shadow, n_shadow)
+        else:
+            background = composite(n_rgb, n_alpha, background, feather=False, shadow=n_shadow, haze=haze)
     image = composite(row["images"], alpha, background, feather=False, shadow=shadow, haze=haze)
+    if front is not None:
+        image = composite(front[0], front[1], image, feather=False, haze=haze)
     return finish_crop(image, np.asarray(row["bbox"], np.float64), rng, cfg, occluders,
                        alpha=row["alpha"] if with_alpha else None)
 
@@ -114,19 +186,28 @@ class Compositor:
         return source.sample_on_ground(rng, side, ground)
 
     def __call__(self, row: Mapping[str, np.ndarray], rng: np.random.Generator, cfg: RenderConfig,
-                 with_alpha: bool = False, pool: tuple[int, ...] | None = None) -> FinishedCrop:
+                 with_alpha: bool = False, pool: tuple[int, ...] | None = None,
+                 neighbour: Mapping[str, np.ndarray] | None = None, ncfg: NeighbourConfig | None = None,
+                 nrng: np.random.Generator | None = None) -> FinishedCrop:
         """One training crop from a layers row; with ``pool`` (a key, see :meth:`pool`) the background
-        and occluder photos come from that pool, else from every photo."""
+        and occluder photos come from that pool, else from every photo; with ``neighbour`` another
+        layers row's car stands beside it (``composite_layers``)."""
         source = self.source if pool is None else self.pool(pool)
         side = row["images"].shape[0]
         bg = self.background(source, rng, side, cfg.procedural_backgrounds, float(row["bbox"][3]) / side)
-        return composite_layers(row, bg, rng, cfg, source, with_alpha)
+        return composite_layers(row, bg, rng, cfg, source, with_alpha, neighbour, ncfg, nrng)
 
 
 def composite_rng(seed: int, epoch: int, file_index: int, row: int) -> np.random.Generator:
     """The generator of one row's composite in one epoch (``CropStream``): independent of workers and
     ranks, new every epoch."""
     return np.random.default_rng([seed, epoch, file_index, row, 0xC0])
+
+
+def neighbour_rng(seed: int, epoch: int, file_index: int, row: int) -> np.random.Generator:
+    """The generator of one row's neighbour car in one epoch: whether it gets one, which, and where
+    (apart from ``composite_rng`` so that the rest of the composite is the same with or without)."""
+    return np.random.default_rng([seed, epoch, file_index, row, 0xAE])
 
 
 # ---------------------------------------------------------------- contact sheet
@@ -145,9 +226,10 @@ def _layers_tile(row: Mapping[str, np.ndarray], size: int) -> np.ndarray:
 
 
 def preview_sheet(path: str | Path, backgrounds: str | Path, n: int = 8, per_car: int = 3, seed: int = 0,
-                  scale: float = 1.5) -> np.ndarray:
+                  scale: float = 1.5, neighbours: float = 0.0) -> np.ndarray:
     """BGR contact sheet: for each of ``n`` cars its stored layers, then ``per_car`` composites (box and
-    azimuth drawn), one car per row."""
+    azimuth drawn), one car per row; ``neighbours`` of the composites with another car of the file
+    beside it (``NeighbourConfig``)."""
     comp = Compositor(backgrounds)
     tiles = []
     with CarposeDataset(path) as ds:
@@ -159,7 +241,12 @@ def preview_sheet(path: str | Path, backgrounds: str | Path, n: int = 8, per_car
             tiles.append(_layers_tile(row, size))
             az = float(row["azimuth_deg"])
             for k in range(per_car):
-                done = comp(row, composite_rng(seed, k, 0, int(i)), cfg)
+                nrng = neighbour_rng(seed, k, 0, int(i))
+                other = None
+                if nrng.uniform() < neighbours:
+                    j = int(nrng.integers(len(ds)))
+                    other = {c: ds.h5[c][j] for c in ("images", "alpha", "shadow", "bbox")}
+                done = comp(row, composite_rng(seed, k, 0, int(i)), cfg, neighbour=other, nrng=nrng)
                 img = cv2.cvtColor(cv2.resize(done.image, (size, size), interpolation=cv2.INTER_LINEAR),
                                    cv2.COLOR_RGB2BGR)
                 x1, y1, x2, y2 = np.round(done.bbox * scale).astype(int)
@@ -181,10 +268,12 @@ def main(argv: list[str] | None = None) -> int:
     pv.add_argument("-n", type=int, default=8, help="cars (rows)")
     pv.add_argument("--per-car", type=int, default=3, help="composites per car")
     pv.add_argument("--seed", type=int, default=0)
+    pv.add_argument("--neighbours", type=float, default=0.0, help="share of composites with a second car beside")
     pv.add_argument("--quality", type=int, default=85, help="JPEG quality")
     args = p.parse_args(argv)
     try:
-        sheet = preview_sheet(args.layers, args.backgrounds, n=args.n, per_car=args.per_car, seed=args.seed)
+        sheet = preview_sheet(args.layers, args.backgrounds, n=args.n, per_car=args.per_car, seed=args.seed,
+                              neighbours=args.neighbours)
     except (DatasetError, FileNotFoundError, ValueError) as exc:  # ValidationLeakError is a ValueError
         print(f"composite preview: error: {exc}", file=sys.stderr)
         return 2

@@ -144,7 +144,8 @@ class CropStream(IterableDataset):
 
     def __init__(self, paths: list[str | Path], train: bool, aug: AugmentConfig | None = None,
                  seed: int = 0, buffer_chunks: int = 8, limit: int | None = None, rank: int = 0,
-                 world_size: int = 1, composite_backgrounds: str | Path | None = None) -> None:
+                 world_size: int = 1, composite_backgrounds: str | Path | None = None,
+                 neighbours: float = 0.0) -> None:
         super().__init__()
         if not paths:
             raise ValueError("no dataset files given")
@@ -156,6 +157,9 @@ class CropStream(IterableDataset):
         self.size: int | None = None
         self.fill = 114
         self.compositor = None
+        if not 0.0 <= neighbours <= 1.0:
+            raise ValueError(f"neighbours is a share of the composites, 0..1, not {neighbours}")
+        self.neighbours = neighbours
         if composite_backgrounds is not None:  # imported here: it brings the renderer (pyrender) along
             from training.pose.composite import Compositor, layers_config
 
@@ -228,7 +232,8 @@ class CropStream(IterableDataset):
                     for j in order:
                         c, i = rows[j]
                         fi, a, cols = buf[c]
-                        img, az = self._row(fi, a + i, {name: col[i] for name, col in cols.items()}, rng)
+                        img, az = self._row(fi, a + i, {name: col[i] for name, col in cols.items()}, rng,
+                                            chunk=(a, cols))
                         yield (torch.from_numpy(np.ascontiguousarray(img.transpose(2, 0, 1))).float(),
                                torch.tensor(az, dtype=torch.float32))
                     buf = []
@@ -236,10 +241,12 @@ class CropStream(IterableDataset):
             for f in files.values():
                 f.close()
 
-    def _row(self, fi: int, row: int, cols: dict[str, np.ndarray], rng: np.random.Generator
-             ) -> tuple[np.ndarray, float]:
+    def _row(self, fi: int, row: int, cols: dict[str, np.ndarray], rng: np.random.Generator,
+             chunk: tuple[int, dict[str, np.ndarray]] | None = None) -> tuple[np.ndarray, float]:
         """One crop and its label: a crops row as stored, a layers row composited (own generator); both
-        augmented when training."""
+        augmented when training. With ``neighbours`` a share of the composites get another car of the
+        same ``chunk`` (first row, columns) beside them: the chunk, not the shuffle buffer, so the
+        composite does not depend on the number of workers."""
         az = float(cols["azimuth_deg"])
         aug = self.aug
         if fi in self.layer_configs:
@@ -247,7 +254,18 @@ class CropStream(IterableDataset):
 
             crop_rng = composite_rng(self.seed, self.epoch, fi, row)
             pool = (self.seed, self.epoch, fi, row // POOL_ROWS)  # photos shared by a block of rows
-            img = self.compositor(cols, crop_rng, self.layer_configs[fi], pool=pool).image
+            other = nrng = None
+            if self.neighbours > 0 and chunk is not None:
+                from training.pose.composite import neighbour_rng
+
+                nrng = neighbour_rng(self.seed, self.epoch, fi, row)
+                first, ccols = chunk
+                n = len(ccols["azimuth_deg"])
+                if n > 1 and nrng.uniform() < self.neighbours:
+                    j = (row - first + 1 + int(nrng.integers(n - 1))) % n  # any row of the chunk but this one
+                    other = {name: col[j] for name, col in ccols.items()}
+            img = self.compositor(cols, crop_rng, self.layer_configs[fi], pool=pool, neighbour=other,
+                                  nrng=nrng).image
             aug = self.composite_aug
         else:
             img = cols["images"]

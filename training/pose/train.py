@@ -120,6 +120,7 @@ def build_metadata(args: argparse.Namespace, bins: int, input_size: int, crop: d
         "selected_on": "real:" + ",".join(args.real) if args.real else "val",
         "train_backgrounds": refuse_leaky_datasets(args.train),
         "composite_backgrounds": str(args.composite_backgrounds) if args.composite_backgrounds else None,
+        "neighbours": args.neighbours,
     }
 
 
@@ -131,6 +132,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="photo folder (searched recursively, e.g. ../shared/real_unlabelled) that --train layers "
                         "files (carpose-render layers) are composited onto as they stream "
                         "(training/pose/composite.py); validation frames are refused")
+    p.add_argument("--neighbours", type=float, default=0.0, metavar="P",
+                   help="share of the composites (layers files) that get a second car beside the labelled one, "
+                        "as in a parked row (training/pose/composite.py NeighbourConfig); default 0")
     p.add_argument("--val", nargs="*", default=[],
                    help="crops scored after every epoch to pick best.pt (for the shipped model: the training "
                         "cars from new views, the seed's random split), then reported")
@@ -205,7 +209,7 @@ def train(args: argparse.Namespace, world: distributed.World | None = None) -> d
         crop = ds.attrs["render_config"].get("crop", {"size": input_size, "context": 0.1, "fill": 114})
     train_stream = CropStream(args.train, train=True, aug=AugmentConfig.named(args.aug), seed=args.seed,
                               limit=args.limit, rank=world.rank, world_size=world.size,
-                              composite_backgrounds=args.composite_backgrounds)
+                              composite_backgrounds=args.composite_backgrounds, neighbours=args.neighbours)
     train_loader = make_loader(train_stream, args.batch, args.workers)
     val_loader = make_loader(CropStream(args.val, train=False, limit=args.val_limit), 256, min(args.workers, 1)) \
         if args.val and world.main else None  # rank 0 alone scores and chooses best.pt
