@@ -246,3 +246,18 @@ def test_neighbours_in_the_stream_keep_labels_and_do_not_depend_on_workers(layer
     assert all(np.array_equal(from_workers[k], one[k]) for k in one)
     with pytest.raises(ValueError, match="share"):
         CropStream([layers], neighbours=1.5, **kw)
+
+
+def test_a_warm_start_calibrates_batchnorm_on_composites_not_on_black_canvases(layers, photos):
+    """``--init model.onnx`` recalibrates the recovered BatchNorms on the first training crops: for a
+    layers file those are composites at the crop size, not the stored canvases (1.5x, on black)."""
+    from training.pose.train import calibration_crops
+
+    crops = calibration_crops(layers, photos, n=8)
+    assert crops.shape == (8, 64, 64, 3) and crops.dtype == np.uint8
+    with CarposeDataset(layers) as ds:
+        assert ds.canvas_shape == (96, 96, 3)
+    first = next(iter(CropStream([layers], train=False, composite_backgrounds=photos)))[0]
+    assert np.array_equal(crops[0], first.numpy().transpose(1, 2, 0).astype(np.uint8))
+    border = np.concatenate([crops[:, :3].reshape(-1, 3), crops[:, -3:].reshape(-1, 3)])
+    assert np.mean(np.all(border == 0, axis=1)) < 0.05  # the photo around the car, not the canvas' black

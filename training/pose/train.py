@@ -174,6 +174,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
+def calibration_crops(path: str | Path, composite_backgrounds: str | Path | None, n: int = 256) -> np.ndarray:
+    """The first ``n`` crops of a training file as the network sees them (RGB uint8 N x S x S x 3, no
+    augmentation): a crops file's rows, or a layers file's cars composited (its stored canvases are
+    1.5x the crop, on black: BatchNorm statistics from them would not be a training crop's)."""
+    stream = CropStream([path], train=False, limit=n, composite_backgrounds=composite_backgrounds)
+    return np.stack([x.numpy().transpose(1, 2, 0) for x, _ in stream]).round().astype(np.uint8)
+
+
 def initial_model(args: argparse.Namespace, bins: int) -> torch.nn.Module:
     """A fresh network, or ``--init``'s weights (an ONNX export's BatchNorms calibrated on the first
     training crops, so its first training steps continue where it was)."""
@@ -183,8 +191,7 @@ def initial_model(args: argparse.Namespace, bins: int) -> torch.nn.Module:
         from training.pose.warm_start import calibrate_batchnorm, onnx_to_posenet
 
         model, _ = onnx_to_posenet(args.init)
-        with CarposeDataset(args.train[0]) as ds:
-            calibrate_batchnorm(model, ds.h5["images"][:256])
+        calibrate_batchnorm(model, calibration_crops(args.train[0], args.composite_backgrounds))
         return model
     model, _ = load_checkpoint(args.init)
     return model
