@@ -271,3 +271,35 @@ def test_train_cli_errors_and_quick_profile(tmp_path, pose_scenes):
     assert parse_args(["--train", "x.h5", "--out", "o", "--quick"]).epochs == 6
     assert train_main(["--train", str(tmp_path / "missing.h5"), "--out", str(tmp_path / "o")]) == 2
     assert train_main(["--train", str(pose_scenes), "--out", str(tmp_path / "o")]) == 2
+
+
+def test_an_ensemble_exports_as_one_onnx_that_averages_its_members(pose_run, pose_crops, tmp_path):
+    """Issue 21: several members (checkpoints or pose ONNX files) become one ONNX whose probabilities
+    are the mean of theirs; members that cut crops differently are refused and nothing is written."""
+    from training.dataset.reader import CarposeDataset
+    from training.pose.checkpoint import load_checkpoint, save_checkpoint
+
+    member_onnx = export_onnx(pose_run / "last.pt", tmp_path / "last.onnx")
+    # a second, different member: the last epoch's weights nudged, so the mean is not either member
+    model, ck = load_checkpoint(pose_run / "last.pt")
+    with torch.no_grad():
+        model.head.bias.add_(torch.linspace(-1, 1, model.head.bias.numel()))
+    other = save_checkpoint(tmp_path / "other.pt", model, ck["metadata"])
+    out = tmp_path / "ens.onnx"
+    assert export_main([str(member_onnx), str(other), "--out", str(out), "--parity", str(pose_crops),
+                        "--mirror-tta"]) == 0
+    meta = json.loads({p.key: p.value for p in onnx.load(str(out)).metadata_props}["carpose"])
+    assert [m["file"] for m in meta["ensemble"]] == [str(member_onnx), str(other)] and meta["mirror_tta"]
+    with CarposeDataset(pose_crops) as ds:
+        crops = ds.h5["images"][:24]
+    a = PoseEstimator(member_onnx, mirror_tta=False).predict(crops).probs
+    b = PoseEstimator(other, backend="torch", device="cpu", mirror_tta=False).predict(crops).probs
+    e = PoseEstimator(out, mirror_tta=False).predict(crops).probs
+    assert np.abs(a - b).max() > 1e-3  # two different members
+    assert np.abs(e - (a + b) / 2).max() < 1e-4 and np.allclose(e.sum(1), 1, atol=1e-4)
+    assert PoseEstimator(out).mirror_tta  # the runtime follows the ensemble's metadata
+
+    ck["metadata"] = dict(ck["metadata"], crop=dict(ck["metadata"]["crop"], context=0.3))
+    wide = save_checkpoint(tmp_path / "wide.pt", model, ck["metadata"])
+    assert export_main([str(other), str(wide), "--out", str(tmp_path / "bad.onnx")]) == 2
+    assert not (tmp_path / "bad.onnx").exists() and not list(tmp_path.glob("*.staged.onnx"))

@@ -1,6 +1,7 @@
 """``carpose-export``: checkpoint -> ONNX with metadata, then prove ONNX Runtime agrees with torch.
 
     carpose-export runs/posenet/best.pt --out models/carpose_pose.onnx --parity data/pose/heldout_mesh.h5
+    carpose-export a.pt b.onnx --out ensemble.onnx --mirror-tta   # one file, the mean of both members
 
 The ONNX graph has a dynamic batch axis (opset 17), input ``image`` (RGB float32 NCHW, 0..255) and
 output ``probs`` (softmax over the azimuth bins). The checkpoint's ``carpose`` metadata (input size,
@@ -29,11 +30,24 @@ OPSET = 17
 PARITY_TOL = 1e-4
 
 
-def export_onnx(ckpt_path: str | Path, out: str | Path, opset: int = OPSET, mirror_tta: bool = False) -> Path:
-    """Write the ONNX file (atomically) and return its path. ``mirror_tta`` is written into the
-    metadata: runtimes then average every crop with its mirror image by default (carpose.pose)."""
-    model, ck = load_checkpoint(ckpt_path)
-    meta = dict(ck["metadata"], mirror_tta=bool(mirror_tta))
+def load_exportable(sources: str | Path | list[str | Path]) -> tuple[torch.nn.Module, dict]:
+    """The network to export and its metadata: one checkpoint, or several members (checkpoints or pose
+    ONNX files) averaged into one network (training.pose.ensemble)."""
+    if isinstance(sources, (str, Path)) or len(sources) == 1:
+        model, ck = load_checkpoint(sources if isinstance(sources, (str, Path)) else sources[0])
+        return model.eval(), ck["metadata"]
+    from training.pose.ensemble import build_ensemble
+
+    return build_ensemble(list(sources))
+
+
+def export_onnx(ckpt_path: str | Path | list[str | Path], out: str | Path, opset: int = OPSET,
+                mirror_tta: bool = False) -> Path:
+    """Write the ONNX file (atomically) and return its path. ``ckpt_path``: a checkpoint, or a list of
+    ensemble members. ``mirror_tta`` is written into the metadata: runtimes then average every crop
+    with its mirror image by default (carpose.pose)."""
+    model, meta = load_exportable(ckpt_path)
+    meta = dict(meta, mirror_tta=bool(mirror_tta))
     s = int(meta["input_size"])
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -71,21 +85,28 @@ def parity_crops(path: str | Path | None, n: int, size: int, seed: int = 0) -> n
         return ds.h5["images"][:k]
 
 
-def parity_check(ckpt_path: str | Path, onnx_path: str | Path, crops: np.ndarray) -> dict:
-    """Max |p_torch - p_onnx| and the largest decoded angle difference on the same crops."""
-    torch_est = PoseEstimator(ckpt_path, backend="torch", device="cpu", mirror_tta=False)
-    onnx_est = PoseEstimator(onnx_path, backend="onnxruntime", device="cpu", mirror_tta=False)
-    a, b = torch_est.predict(crops), onnx_est.predict(crops)
+def parity_check(ckpt_path: str | Path | list[str | Path], onnx_path: str | Path, crops: np.ndarray) -> dict:
+    """Max |p_torch - p_onnx| and the largest decoded angle difference on the same crops (an ensemble's
+    torch side: its members loaded again and averaged)."""
+    from carpose.azimuth_head import decode
     from carpose.convention import angular_error
 
-    return {"n": len(crops), "max_abs_prob_diff": float(np.max(np.abs(a.probs - b.probs))),
-            "max_angle_diff_deg": float(np.max(angular_error(a.azimuth_deg, b.azimuth_deg)))}
+    model, meta = load_exportable(ckpt_path)
+    with torch.no_grad():
+        pt = model(torch.from_numpy(np.ascontiguousarray(crops.transpose(0, 3, 1, 2), dtype=np.float32))).numpy()
+    onnx_est = PoseEstimator(onnx_path, backend="onnxruntime", device="cpu", mirror_tta=False)
+    b = onnx_est.predict(crops)
+    a_deg, _ = decode(pt, onnx_est.half_window)
+    return {"n": len(crops), "max_abs_prob_diff": float(np.max(np.abs(pt - b.probs))),
+            "max_angle_diff_deg": float(np.max(angular_error(a_deg, b.azimuth_deg)))}
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="carpose-export", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("checkpoint")
+    p.add_argument("checkpoint", nargs="+",
+                   help="checkpoint to export; several (checkpoints or pose ONNX files): one ONNX that averages "
+                        "their probabilities (training/pose/ensemble.py)")
     p.add_argument("--out", required=True)
     p.add_argument("--parity", help="crops HDF5 file for the parity check (default: random pixels)")
     p.add_argument("--parity-n", type=int, default=256)
