@@ -64,7 +64,7 @@ carpose-train --init "$R/pose_stage2.onnx" --train "${train[@]}" "${self[@]}" --
   --lr 2.5e-4 --aug default "${common[@]}" --out "$R/ft_stage3"
 carpose-export "$R/ft_stage3/best.pt" --out "$R/pose_stage3.onnx" --mirror-tta --parity "${held[0]}"
 # 4. Composites with neighbour cars (issue 21): 42,000 new renders stored as layers (cars with coverage and
-#    shadow, no background; two sets, seeds 60/70 and 80/90, about 9 min each with 2 workers), composited
+#    shadow, no background; two sets, seeds 60/70 and 80/90, about 8 min each with 2 workers), composited
 #    anew every epoch onto the road photos (training/pose/composite.py), half of them with a second car
 #    beside the labelled one (--neighbours 0.5: a parked row; in front it hides up to half of the car). Real
 #    crops labelled again, now by the stage-3 model (same boxes and rules as stage 3: 401 crops), listed 15
