@@ -204,6 +204,14 @@ def composite_rng(seed: int, epoch: int, file_index: int, row: int) -> np.random
     return np.random.default_rng([seed, epoch, file_index, row, 0xC0])
 
 
+def neighbour_index(nrng: np.random.Generator, share: float, n: int, own: int) -> int | None:
+    """Which of ``n`` rows stands beside row ``own`` (any but itself), drawn from ``nrng`` with
+    probability ``share``; None for none."""
+    if n < 2 or nrng.uniform() >= share:
+        return None
+    return (own + 1 + int(nrng.integers(n - 1))) % n
+
+
 def neighbour_rng(seed: int, epoch: int, file_index: int, row: int) -> np.random.Generator:
     """The generator of one row's neighbour car in one epoch: whether it gets one, which, and where
     (apart from ``composite_rng`` so that the rest of the composite is the same with or without)."""
@@ -242,10 +250,8 @@ def preview_sheet(path: str | Path, backgrounds: str | Path, n: int = 8, per_car
             az = float(row["azimuth_deg"])
             for k in range(per_car):
                 nrng = neighbour_rng(seed, k, 0, int(i))
-                other = None
-                if nrng.uniform() < neighbours:
-                    j = int(nrng.integers(len(ds)))
-                    other = {c: ds.h5[c][j] for c in ("images", "alpha", "shadow", "bbox")}
+                j = neighbour_index(nrng, neighbours, len(ds), int(i))
+                other = None if j is None else {c: ds.h5[c][j] for c in ("images", "alpha", "shadow", "bbox")}
                 done = comp(row, composite_rng(seed, k, 0, int(i)), cfg, neighbour=other, nrng=nrng)
                 img = cv2.cvtColor(cv2.resize(done.image, (size, size), interpolation=cv2.INTER_LINEAR),
                                    cv2.COLOR_RGB2BGR)

@@ -250,20 +250,16 @@ class CropStream(IterableDataset):
         az = float(cols["azimuth_deg"])
         aug = self.aug
         if fi in self.layer_configs:
-            from training.pose.composite import POOL_ROWS, composite_rng
+            from training.pose.composite import POOL_ROWS, composite_rng, neighbour_index, neighbour_rng
 
             crop_rng = composite_rng(self.seed, self.epoch, fi, row)
             pool = (self.seed, self.epoch, fi, row // POOL_ROWS)  # photos shared by a block of rows
             other = nrng = None
             if self.neighbours > 0 and chunk is not None:
-                from training.pose.composite import neighbour_rng
-
                 nrng = neighbour_rng(self.seed, self.epoch, fi, row)
                 first, ccols = chunk
-                n = len(ccols["azimuth_deg"])
-                if n > 1 and nrng.uniform() < self.neighbours:
-                    j = (row - first + 1 + int(nrng.integers(n - 1))) % n  # any row of the chunk but this one
-                    other = {name: col[j] for name, col in ccols.items()}
+                j = neighbour_index(nrng, self.neighbours, len(ccols["azimuth_deg"]), row - first)
+                other = None if j is None else {name: col[j] for name, col in ccols.items()}
             img = self.compositor(cols, crop_rng, self.layer_configs[fi], pool=pool, neighbour=other,
                                   nrng=nrng).image
             aug = self.composite_aug

@@ -7,7 +7,7 @@ mirror TTA does for one network. One file keeps every runtime as it is (ONNX Run
 node): the members run side by side inside the graph, so the cost is one network pass per member.
 
 Members are checkpoints (``.pt``) or pose ONNX exports (turned back into networks by
-``training.pose.warm_start.onnx_to_posenet``, exact in eval mode). They must agree on what a crop is
+``training.pose.warm_start.load_pose_network``, exact in eval mode). They must agree on what a crop is
 (input size, crop recipe, bins, normalisation, convention); the ensemble's metadata is the first
 member's with ``ensemble`` listing every member (its file, version, training files and init).
 """
@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from carpose.eval.real_sources import leaks_in_metadata
-from training.pose.checkpoint import load_checkpoint
+from training.pose.warm_start import load_pose_network
 
 #: Metadata every member must share: what a crop is and what the output bins mean.
 SHARED_KEYS = ("arch", "bins", "input_size", "crop", "mean", "std", "convention_version", "decode_half_window")
@@ -38,21 +38,11 @@ class MeanOfProbs(nn.Module):
         return torch.stack([m(x) for m in self.members]).mean(0)
 
 
-def load_member(path: str | Path) -> tuple[nn.Module, dict]:
-    """A member network in eval mode and its ``carpose`` metadata, from a checkpoint or a pose ONNX."""
-    if Path(path).suffix.lower() == ".onnx":
-        from training.pose.warm_start import onnx_to_posenet
-
-        return onnx_to_posenet(path)
-    model, ck = load_checkpoint(path)
-    return model.eval(), ck["metadata"]
-
-
 def build_ensemble(paths: list[str | Path]) -> tuple[MeanOfProbs, dict]:
     """The averaging network and its metadata; ValueError when the members disagree on a crop."""
     if len(paths) < 2:
         raise ValueError("an ensemble needs at least two members")
-    members, metas = zip(*(load_member(p) for p in paths), strict=True)
+    members, metas = zip(*(load_pose_network(p) for p in paths), strict=True)
     first = metas[0]
     for p, m in zip(paths[1:], metas[1:], strict=True):
         differ = [k for k in SHARED_KEYS if m.get(k) != first.get(k)]

@@ -91,7 +91,7 @@ def parity_check(ckpt_path: str | Path | list[str | Path], onnx_path: str | Path
     from carpose.azimuth_head import decode
     from carpose.convention import angular_error
 
-    model, meta = load_exportable(ckpt_path)
+    model, _ = load_exportable(ckpt_path)
     with torch.no_grad():
         pt = model(torch.from_numpy(np.ascontiguousarray(crops.transpose(0, 3, 1, 2), dtype=np.float32))).numpy()
     onnx_est = PoseEstimator(onnx_path, backend="onnxruntime", device="cpu", mirror_tta=False)

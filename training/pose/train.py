@@ -187,13 +187,11 @@ def initial_model(args: argparse.Namespace, bins: int) -> torch.nn.Module:
     training crops, so its first training steps continue where it was)."""
     if not args.init:
         return build_model(args.arch, bins)
-    if Path(args.init).suffix.lower() == ".onnx":
-        from training.pose.warm_start import calibrate_batchnorm, onnx_to_posenet
+    from training.pose.warm_start import calibrate_batchnorm, load_pose_network
 
-        model, _ = onnx_to_posenet(args.init)
+    model, _ = load_pose_network(args.init)
+    if Path(args.init).suffix.lower() == ".onnx":  # folded BatchNorms: give them training statistics
         calibrate_batchnorm(model, calibration_crops(args.train[0], args.composite_backgrounds))
-        return model
-    model, _ = load_checkpoint(args.init)
     return model
 
 

@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from carpose.nets import PoseNet, build_model
+from carpose.pose import load_checkpoint
 
 
 def _convs_by_shape(model: nn.Module) -> dict[tuple[int, ...], tuple[nn.Conv2d, nn.BatchNorm2d]]:
@@ -70,6 +71,15 @@ def onnx_to_posenet(path: str | Path) -> tuple[PoseNet, dict]:
     if len(seen) != len(pairs) + 1:
         raise ValueError(f"{path}: {len(seen)} of {len(pairs) + 1} layers found: not a posenet export")
     return model.eval(), meta
+
+
+def load_pose_network(path: str | Path) -> tuple[nn.Module, dict]:
+    """A pose network in eval mode and its ``carpose`` metadata, from a checkpoint or a pose ONNX export
+    (``onnx_to_posenet``: its BatchNorms still folded, exact in eval mode only)."""
+    if Path(path).suffix.lower() == ".onnx":
+        return onnx_to_posenet(path)
+    model, ck = load_checkpoint(path)
+    return model.eval(), ck["metadata"]
 
 
 @torch.no_grad()
