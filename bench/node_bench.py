@@ -125,11 +125,14 @@ def run_case(width: int, height: int, rate: float, qos: str, seconds: float, env
     def on_cars(m: CarPoseArray) -> None:
         outputs.append((m.header.stamp.sec + m.header.stamp.nanosec * 1e-9, time.time()))
 
+    diag_at: list[float] = [0.0]  # arrival of the newest /carpose diagnostics
+
     def on_diag(m: DiagnosticArray) -> None:
         for st in m.status:
             if st.hardware_id == "/carpose":
                 diag.clear()
                 diag.update({kv.key: kv.value for kv in st.values})
+                diag_at[0] = time.time()
 
     me.create_subscription(CarPoseArray, "/carpose/cars", on_cars, 50)
     me.create_subscription(DiagnosticArray, "/diagnostics", on_diag, 10)
@@ -140,9 +143,16 @@ def run_case(width: int, height: int, rate: float, qos: str, seconds: float, env
                                env=dict(pub_env, ROS_DOMAIN_ID=str(domain), ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST"))
         while pub.poll() is None:
             ex.spin_once(timeout_sec=0.02)
-        end = time.monotonic() + 3.0  # the last outputs and a fresh /diagnostics
+        # the last outputs and a /diagnostics sent after them: a node still working through a backlog of
+        # reliable frames (slower than the camera) counts them as it takes them, and its 1 s diagnostics
+        # timer shares that executor, so a snapshot from mid-backlog would count too few
+        start, end = time.monotonic(), time.monotonic() + 15.0
         while time.monotonic() < end:
             ex.spin_once(timeout_sec=0.02)
+            last_out = outputs[-1][1] if outputs else 0.0
+            if (time.monotonic() - start > 3.0 and time.time() - last_out > 1.5
+                    and diag_at[0] > last_out):
+                break
         out = pub.stdout.read()
         stamps = json.loads(out.strip().splitlines()[-1])["stamps"] if out.strip() else []
     finally:
