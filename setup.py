@@ -33,6 +33,7 @@ setup(
             "carpose-det-eval = carpose.eval.det_eval:main",
             "carpose-benchmark = carpose.eval.benchmark:main",
             "carpose-det-select = training.detector.select:main",
+            "carpose-det-soup = training.detector.soup:main",
             "carpose-pseudo-label = training.detector.pseudo_label:main",
             "carpose-pseudo-pose = training.pose.pseudo_pose:main",
             "carpose-build-engine = training.build_engine:main",

@@ -14,8 +14,10 @@ import pytest
 
 from carpose.eval.real_sources import ValidationLeakError
 from carpose.pipeline import DEFAULT_DET_MODEL
+from training.detector.box_fusion import fuse_boxes
 from training.detector.pseudo_label import (
     GREY,
+    Teacher,
     TeacherConfig,
     grey_out,
     kitti_lines,
@@ -60,6 +62,42 @@ def test_the_cameras_own_car_is_greyed_not_labelled():
     assert all(f[0] for f in flags[:24]) and not any(f[1] for f in flags[:24])
     assert not any(f.any() for f in flags[24:])
     assert not any(f.any() for f in own_car_boxes(photos[:10]))  # 10 photos: too few to tell
+
+
+def test_fused_boxes_score_by_how_many_detectors_found_the_car():
+    a = (np.array([[10, 10, 50, 40], [100, 10, 140, 40]], float), np.array([0.9, 0.6]))
+    b = (np.array([[14, 10, 54, 40], [200, 0, 230, 30]], float), np.array([0.3, 0.8]))
+    xyxy, scores = fuse_boxes([a, b])
+    # the car both found: the mean of their scores, the box weighted towards the surer detector
+    assert scores.tolist() == pytest.approx([0.6, 0.4, 0.3]), "best first: both (0.6), b alone (0.8 / 2), a alone"
+    assert xyxy[0].tolist() == pytest.approx([11, 10, 51, 40])
+    assert xyxy[1].tolist() == [200, 0, 230, 30] and xyxy[2].tolist() == [100, 10, 140, 40]
+    # one detector: its own boxes; nobody: nothing; no detector at all: an error
+    one, s1 = fuse_boxes([a])
+    assert one.tolist() == a[0].tolist() and s1.tolist() == a[1].tolist()
+    assert fuse_boxes([(np.zeros((0, 4)), np.zeros(0))] * 2)[0].shape == (0, 4)
+    with pytest.raises(ValueError):
+        fuse_boxes([])
+
+
+def test_a_teacher_of_two_equal_detectors_labels_like_one(unlabelled_photos, tmp_path):
+    """Fusing a detector with a copy of itself changes nothing: every box is found by both at the same
+    score. Real ultralytics runs with test-time augmentation on rendered photos."""
+    import shutil
+
+    copy = tmp_path / "same_detector.onnx"
+    shutil.copy(DEFAULT_DET_MODEL, copy)
+    single = Teacher(TeacherConfig(weights=str(DEFAULT_DET_MODEL), imgsz=320, ignore=0.1), tmp_path / "w1")
+    pair = Teacher(TeacherConfig(weights=[str(DEFAULT_DET_MODEL), str(copy)], imgsz=320, ignore=0.1), tmp_path / "w2")
+    found = 0
+    for p in sorted(unlabelled_photos.glob("*.jpg")):
+        img = cv2.imread(str(p))
+        (b1, s1), (b2, s2) = single.boxes(img), pair.boxes(img)
+        assert b1.shape == b2.shape and np.allclose(b1, b2, atol=1e-3) and np.allclose(s1, s2, atol=1e-5)
+        found += len(b1)
+    assert found > 0
+    with pytest.raises(ValueError, match="distinct"):
+        Teacher(TeacherConfig(weights=[str(DEFAULT_DET_MODEL), str(DEFAULT_DET_MODEL)]), tmp_path / "w3")
 
 
 def test_pseudo_labels_train_the_student(unlabelled_photos, pose_scenes, tmp_path):
