@@ -96,14 +96,11 @@ class Teacher:
 
         self.config = config
         self.models = []
-        for w in self.weights_list(config):
-            weights = Path(w)
-            if weights.suffix.lower() == ".onnx":
-                # A fixed-size ONNX cannot run at another input: turn it back into weights (same outputs).
-                from training.detector.warm_start import onnx_to_pt
+        from training.detector.warm_start import as_weights
 
-                Path(work_dir).mkdir(parents=True, exist_ok=True)
-                weights = onnx_to_pt(weights, Path(work_dir) / f"teacher_{weights.stem}.pt")
+        for w in self.weights_list(config):
+            # A fixed-size ONNX cannot run at another input: turn it back into weights (same outputs).
+            weights = as_weights(w, Path(work_dir) / f"teacher_{Path(w).stem}.pt")
             self.models.append(YOLO(str(weights), task="detect", verbose=False))
 
     @staticmethod

@@ -45,14 +45,12 @@ def load_detector_checkpoint(path: str | Path, work_dir: Path, tag: str) -> dict
     """An ultralytics checkpoint dict for a ``.pt`` or an exported ``.onnx`` detector."""
     import torch
 
+    from training.detector.warm_start import as_weights
+
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no detector at {path}")
-    if path.suffix.lower() == ".onnx":
-        from training.detector.warm_start import onnx_to_pt
-
-        path = onnx_to_pt(path, work_dir / f"{tag}_{path.stem}.pt")
-    return torch.load(path, weights_only=False, map_location="cpu")
+    return torch.load(as_weights(path, work_dir / f"{tag}_{path.stem}.pt"), weights_only=False, map_location="cpu")
 
 
 def average_state(states: list[dict], weights: list[float]) -> dict:

@@ -84,11 +84,9 @@ def train_detector(scenes: str | Path | list, out: str | Path, epochs: int, imgs
                                        for line in text) + "\n")
     start = arch
     if init is not None:
-        start = str(init)
-        if Path(init).suffix.lower() == ".onnx":
-            from training.detector.warm_start import onnx_to_pt
+        from training.detector.warm_start import as_weights
 
-            start = str(onnx_to_pt(init, out / "init_from_onnx.pt", arch))
+        start = str(as_weights(init, out / "init_from_onnx.pt", arch))
     model = YOLO(start)  # an architecture file builds random weights: no download
     extra = {"time": hours} if hours else {}
     if lr0 is not None:

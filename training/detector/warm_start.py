@@ -70,6 +70,16 @@ def onnx_to_pt(onnx_path: str | Path, out_pt: str | Path, arch: str = "yolo11n.y
     return out_pt
 
 
+def as_weights(path: str | Path, out_pt: str | Path, arch: str = "yolo11n.yaml") -> Path:
+    """ultralytics weights for a detector given as ``.pt`` (returned as it is) or as an exported
+    ``.onnx`` (turned back into ``out_pt``): what training, teachers and soups start from."""
+    path = Path(path)
+    if path.suffix.lower() != ".onnx":
+        return path
+    Path(out_pt).parent.mkdir(parents=True, exist_ok=True)
+    return onnx_to_pt(path, out_pt, arch)
+
+
 def max_output_difference(onnx_path: str | Path, pt_path: str | Path, size: int = 320, seed: int = 0) -> float:
     """Largest absolute difference of the raw head outputs of the two models on a random image."""
     import onnxruntime as ort
