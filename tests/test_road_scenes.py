@@ -81,3 +81,61 @@ def test_road_scene_labels_only_cars(fleet):
             assert np.all((vis >= 0) & (vis <= 1.0001))
             boxes = s.cars["bbox"][vis > 0]
             assert np.all(boxes[:, 2] > boxes[:, 0]) and np.all(boxes[:, 3] <= 180)
+
+
+def _side_on(yaw_deg: float) -> bool:
+    return abs(((yaw_deg - 90.0) % 180.0) - 0.0) < 25.0 or abs(((yaw_deg - 90.0) % 180.0) - 180.0) < 25.0
+
+
+def test_emphasis_knobs_add_side_views_and_border_cars(fleet):
+    """The knobs of the side-view / border-cut scenes (issue 22) change what is placed: a cross street
+    in nearly every scene puts more cars side-on and nearer, a wide edge margin lets centres stand
+    outside the field of view (cut by the border), no cross street and no lot leaves no side-on car
+    that lane traffic would not turn."""
+    half = math.radians(32.0)
+    base = SceneConfig(layout="road", max_cars=14, **ROAD_CAMERA)
+    side = SceneConfig(layout="road", max_cars=14, cross_street=0.95, cross_street_m=(6.0, 20.0),
+                       parking_lot=0.8, edge_margin_deg=15.0, side_first=True, **ROAD_CAMERA)
+    none = SceneConfig(layout="road", max_cars=14, cross_street=0.0, parking_lot=0.0, **ROAD_CAMERA)
+
+    def stats(cfg):
+        n_side, near_side, outside, n = 0, 0, 0, 0
+        for seed in range(60):
+            for p in place_road(np.random.default_rng(seed), fleet, [], cfg, half):
+                n += 1
+                bearing = abs(math.atan2(p.y, p.x))
+                assert bearing < half + math.radians(cfg.edge_margin_deg) + 1e-6
+                outside += bearing > half
+                if _side_on(p.yaw):
+                    n_side += 1
+                    near_side += p.x < 20.5
+        return n_side / n, near_side, outside
+
+    b, s, z = stats(base), stats(side), stats(none)
+    assert s[0] > b[0] + 0.1  # a larger share of side-on cars
+    assert s[1] > 1.5 * b[1]  # more of them near
+    assert s[2] > 2 * b[2]  # more cars whose centre is outside the view: cut by the border
+    assert z[0] < 0.5 * b[0]
+
+
+def test_skip_negatives_and_bad_knobs_refused(tmp_path):
+    from training.render.cli import main
+
+    for bad in (dict(cross_street=1.5), dict(parking_lot=-0.1), dict(cross_street_m=(30.0, 10.0)),
+                dict(edge_margin_deg=45.0)):
+        with pytest.raises(ValueError):
+            SceneConfig(layout="road", **bad)
+    out = tmp_path / "s.h5"
+    assert main(["scenes", "--out", str(out), "--count", "1", "--layout", "road", "--cross-street", "2",
+                 "--quiet"]) == 2
+    assert not out.exists()
+
+
+def test_skipped_negative_kinds_are_not_loaded():
+    from training.render.negatives import load_negatives
+
+    kinds = [m.meta["kind"] for m in load_negatives(count_per_kind=2, seed=0, skip=("box_van",))]
+    assert "box_van" not in kinds and set(kinds) == set(VEHICLE_KINDS + KERB_KINDS + VERGE_KINDS) - {"box_van"}
+    assert len(kinds) == 2 * (len(VEHICLE_KINDS + KERB_KINDS + VERGE_KINDS) - 1)
+    with pytest.raises(ValueError, match="unknown negative kind"):
+        load_negatives(skip=("boxvan",))

@@ -79,7 +79,10 @@ def _job(args: argparse.Namespace, kind: str) -> int:
         if args.hfov:
             road["hfov_deg"] = tuple(args.hfov)
         scfg = SceneConfig(width=args.width, height=args.height, max_cars=args.max_cars, layout=args.layout,
-                           negatives=args.negatives, negative_dirs=tuple(args.negative_models or ()), **road)
+                           negatives=args.negatives, negative_dirs=tuple(args.negative_models or ()),
+                           skip_negatives=tuple(args.skip_negative or ()), cross_street=args.cross_street,
+                           cross_street_m=tuple(args.cross_street_m), parking_lot=args.parking_lot,
+                           edge_margin_deg=args.edge_margin, side_first=args.side_first, **road)
     out = run_job(kind, args.out, args.count, spec, cfg, scfg=scfg, backgrounds=getattr(args, "backgrounds", None),
                   seed=args.seed, workers=args.workers, block_size=args.block_size,
                   overwrite=args.overwrite, progress=not args.quiet, ray=args.ray)
@@ -109,6 +112,21 @@ def main(argv: list[str] | None = None) -> int:
                    help="road layout: up to N unlabelled non-cars per scene (lorries, poles, fences, trees...)")
     s.add_argument("--negative-models", action="append", metavar="DIR",
                    help="mesh folder of extra negatives, e.g. ../shared/distractors (repeatable)")
+    s.add_argument("--skip-negative", action="append", metavar="KIND",
+                   help="road layout: leave out this kind of procedural negative (repeatable), e.g. box_van: KITTI "
+                        "labels a windowless van a Van, which the product counts as a car")
+    s.add_argument("--cross-street", type=float, default=0.45, metavar="P",
+                   help="road layout: chance of a cross street ahead, its cars side-on (default 0.45)")
+    s.add_argument("--cross-street-m", type=float, nargs=2, default=(10.0, 45.0), metavar=("NEAR", "FAR"),
+                   help="road layout: distance range of the cross street in metres (default 10 45)")
+    s.add_argument("--parking-lot", type=float, default=0.4, metavar="P",
+                   help="road layout: chance of a parking lot beside the road (default 0.4)")
+    s.add_argument("--side-first", action="store_true",
+                   help="road layout: place the cross street and the lot before the kerb rows, which otherwise "
+                        "take most of --max-cars first")
+    s.add_argument("--edge-margin", type=float, default=4.0, metavar="DEG",
+                   help="road layout: a car's centre may stand this far outside the field of view, so cars cut "
+                        "by the image border are drawn (default 4)")
     s.add_argument("--hfov", type=float, nargs=2, metavar=("MIN", "MAX"),
                    help="horizontal field of view range in degrees (road layout default 55-75; a wide camera "
                         "such as KITTI's 1242 x 375 one sees about 81)")

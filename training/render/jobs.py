@@ -147,7 +147,7 @@ def _init_worker(kind: str, spec: ModelSpec, cfg: RenderConfig, scfg: SceneConfi
     if scfg is not None and scfg.negatives > 0:
         from training.render.negatives import load_negatives
 
-        negatives = load_negatives(scfg.negative_dirs, seed=seed)
+        negatives = load_negatives(scfg.negative_dirs, seed=seed, skip=scfg.skip_negatives)
     _W.update(kind=kind, models=models, cfg=cfg, scfg=scfg, renderer=renderer, bg=bg, seed=seed, store=store,
               negatives=negatives)
 

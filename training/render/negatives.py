@@ -128,13 +128,19 @@ def procedural_negatives(count_per_kind: int = 4, seed: int = 0) -> list[CarMode
     return out
 
 
-def load_negatives(mesh_dirs: tuple[str, ...] = (), count_per_kind: int = 4, seed: int = 0) -> list[CarModel]:
+def load_negatives(mesh_dirs: tuple[str, ...] = (), count_per_kind: int = 4, seed: int = 0,
+                   skip: tuple[str, ...] = ()) -> list[CarModel]:
     """Procedural negatives plus the meshes below ``mesh_dirs`` (e.g. ``../shared/distractors``; a
     missing folder is skipped with a log line). Meshes are taken as +Y up (glTF) and scaled to 7 m
-    long along their native Z: which end is the front does not matter for a negative."""
+    long along their native Z: which end is the front does not matter for a negative. ``skip``: kinds
+    of procedural negative left out (a box van is a Van to KITTI's labellers, so a car to the product)."""
     from training.cars.loader import find_model_files, load_car
 
-    out = procedural_negatives(count_per_kind, seed)
+    unknown = set(skip) - set(VEHICLE_KINDS + KERB_KINDS + VERGE_KINDS)
+    if unknown:
+        raise ValueError(f"unknown negative kind(s) {sorted(unknown)}; expected some of "
+                         f"{list(VEHICLE_KINDS + KERB_KINDS + VERGE_KINDS)}")
+    out = [m for m in procedural_negatives(count_per_kind, seed) if m.meta["kind"] not in skip]
     for d in mesh_dirs:
         if not Path(d).is_dir():
             log.info("negatives: %s not found, skipped", d)

@@ -45,10 +45,32 @@ class SceneConfig:
     layout: str = "random"
     negatives: int = 0  # road layout: at most this many non-car objects (training.render.negatives)
     negative_dirs: tuple[str, ...] = ()  # mesh folders of extra negatives (e.g. ../shared/distractors)
+    #: Road layout: kinds of procedural negatives left out (e.g. "box_van": KITTI labels a windowless
+    #: van a Van, which the product counts as a car).
+    skip_negatives: tuple[str, ...] = ()
+    #: Road layout: chance of a cross street ahead (cars side-on) and its distance range (m).
+    cross_street: float = 0.45
+    cross_street_m: tuple[float, float] = (10.0, 45.0)
+    #: Road layout: chance of a parking lot beside the road (perpendicular or angled rows).
+    parking_lot: float = 0.4
+    #: Road layout: how far (deg) outside the field of view a car's centre may stand, so that cars
+    #: cut by the image border are drawn (and labelled by their visible part).
+    edge_margin_deg: float = 4.0
+    #: Road layout: place the cross street and the lot before the kerb rows (which otherwise take
+    #: most of ``max_cars`` first).
+    side_first: bool = False
 
     def __post_init__(self) -> None:
         if self.layout not in ("random", "road"):
             raise ValueError(f"layout must be 'random' or 'road', got {self.layout!r}")
+        for name in ("cross_street", "parking_lot"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"{name} is a chance in [0, 1], got {getattr(self, name)}")
+        lo, hi = self.cross_street_m
+        if not 3.0 <= lo <= hi:
+            raise ValueError(f"cross_street_m must be 3 <= near <= far metres, got {self.cross_street_m}")
+        if not 0.0 <= self.edge_margin_deg <= 30.0:
+            raise ValueError(f"edge_margin_deg must be in [0, 30], got {self.edge_margin_deg}")
 
 
 #: A road-like camera: nuScenes' front camera has a 64.6 deg horizontal field of view at 1.5-1.6 m.
@@ -155,7 +177,7 @@ def place_road(rng: np.random.Generator, models: list[CarModel], negatives: list
 
     def add(index: int, s: float, t: float, yaw_deg: float, negative: bool, radius: float | None = None) -> bool:
         x, y = road_xy(s, t)
-        if not _in_view(x, y, half_fov) or x > d_hi * 1.05:
+        if not _in_view(x, y, half_fov, scfg.edge_margin_deg) or x > d_hi * 1.05:
             return False
         if radius is not None:
             if not free(x, y, radius):
@@ -166,57 +188,72 @@ def place_road(rng: np.random.Generator, models: list[CarModel], negatives: list
 
     n_cars = 0
     vehicle_negs = [i for i, m in enumerate(negatives) if m.meta.get("kind") in VEHICLE_KINDS]
-    # kerb rows: parallel parking on each side, some slots empty, a lorry or van now and then
-    for side in (-1.0, 1.0):
-        if rng.uniform() > 0.75:
-            continue
-        t = side * (half_width + rng.uniform(0.6, 1.4))
-        s = float(rng.uniform(d_lo, 20.0))
-        facing = 0.0 if (side < 0) == (rng.uniform() < 0.8) else 180.0  # right kerb: mostly facing away
-        occupancy = float(rng.uniform(0.4, 0.95))
-        while s < d_hi and n_cars < scfg.max_cars:
-            if negatives and vehicle_negs and rng.uniform() < 0.06 and scfg.negatives:
-                j = int(rng.choice(vehicle_negs))
-                m = negatives[j]
-                length = float(m.extents[0])
-                add(j, s + length / 2, t - side * 0.3, facing + rng.normal(0, 2), True,
-                    radius=0.5 * float(m.extents[1]) + 0.3)
-                s += length + rng.uniform(0.8, 3.0)
+
+    def kerb_rows() -> None:
+        nonlocal n_cars
+        # kerb rows: parallel parking on each side, some slots empty, a lorry or van now and then
+        for side in (-1.0, 1.0):
+            if rng.uniform() > 0.75:
                 continue
-            mid = int(rng.integers(len(models)))
-            length = float(models[mid].extents[0])
-            if rng.uniform() < occupancy and add(mid, s + length / 2, t + rng.normal(0, 0.15),
-                                                 facing + rng.normal(0, 3.0), False,
-                                                 radius=0.5 * float(models[mid].extents[1]) + 0.3):
-                n_cars += 1
-            s += length + rng.uniform(0.5, 3.0)
-    # a parking lot beside the road: perpendicular or angled rows
-    if rng.uniform() < 0.4:
-        side = -1.0 if rng.uniform() < 0.5 else 1.0
-        t0 = side * (half_width + rng.uniform(3.0, 10.0))
-        s = float(rng.uniform(6.0, 20.0))
-        angle = float(rng.choice([0.0, 45.0, -45.0]))
-        for _ in range(int(rng.integers(3, 10))):
-            if n_cars >= scfg.max_cars:
-                break
-            mid = int(rng.integers(len(models)))
-            r = 0.5 * float(models[mid].extents[1]) + 0.2
-            yaw = (90.0 if rng.uniform() < 0.5 else 270.0) + angle + rng.normal(0, 5)
-            if rng.uniform() < 0.8 and add(mid, s, t0, yaw, False, radius=r):
-                n_cars += 1
-            s += float(rng.uniform(2.5, 3.2))
-    # a cross street ahead: cars seen from the side, parked along it or crossing
-    if rng.uniform() < 0.45:
-        s_cross = float(rng.uniform(10.0, 45.0))
-        for _ in range(int(rng.integers(2, 8))):
-            if n_cars >= scfg.max_cars:
-                break
-            mid = int(rng.integers(len(models)))
-            t = float(rng.uniform(-1.0, 1.0)) * s_cross * math.tan(half_fov)
-            yaw = (90.0 if rng.uniform() < 0.5 else 270.0) + rng.normal(0, 6)
-            if add(mid, s_cross + rng.uniform(-5.0, 5.0), t, yaw, False,
-                   radius=0.5 * float(np.hypot(*models[mid].extents[:2]))):
-                n_cars += 1
+            t = side * (half_width + rng.uniform(0.6, 1.4))
+            s = float(rng.uniform(d_lo, 20.0))
+            facing = 0.0 if (side < 0) == (rng.uniform() < 0.8) else 180.0  # right kerb: mostly facing away
+            occupancy = float(rng.uniform(0.4, 0.95))
+            while s < d_hi and n_cars < scfg.max_cars:
+                if negatives and vehicle_negs and rng.uniform() < 0.06 and scfg.negatives:
+                    j = int(rng.choice(vehicle_negs))
+                    m = negatives[j]
+                    length = float(m.extents[0])
+                    add(j, s + length / 2, t - side * 0.3, facing + rng.normal(0, 2), True,
+                        radius=0.5 * float(m.extents[1]) + 0.3)
+                    s += length + rng.uniform(0.8, 3.0)
+                    continue
+                mid = int(rng.integers(len(models)))
+                length = float(models[mid].extents[0])
+                if rng.uniform() < occupancy and add(mid, s + length / 2, t + rng.normal(0, 0.15),
+                                                     facing + rng.normal(0, 3.0), False,
+                                                     radius=0.5 * float(models[mid].extents[1]) + 0.3):
+                    n_cars += 1
+                s += length + rng.uniform(0.5, 3.0)
+
+    def parking_lot() -> None:
+        nonlocal n_cars
+        # a parking lot beside the road: perpendicular or angled rows
+        if rng.uniform() < scfg.parking_lot:
+            side = -1.0 if rng.uniform() < 0.5 else 1.0
+            t0 = side * (half_width + rng.uniform(3.0, 10.0))
+            s = float(rng.uniform(6.0, 20.0))
+            angle = float(rng.choice([0.0, 45.0, -45.0]))
+            for _ in range(int(rng.integers(3, 10))):
+                if n_cars >= scfg.max_cars:
+                    break
+                mid = int(rng.integers(len(models)))
+                r = 0.5 * float(models[mid].extents[1]) + 0.2
+                yaw = (90.0 if rng.uniform() < 0.5 else 270.0) + angle + rng.normal(0, 5)
+                if rng.uniform() < 0.8 and add(mid, s, t0, yaw, False, radius=r):
+                    n_cars += 1
+                s += float(rng.uniform(2.5, 3.2))
+
+    def cross_street() -> None:
+        nonlocal n_cars
+        # a cross street ahead: cars seen from the side, parked along it or crossing
+        if rng.uniform() < scfg.cross_street:
+            s_cross = float(rng.uniform(*scfg.cross_street_m))
+            for _ in range(int(rng.integers(2, 8))):
+                if n_cars >= scfg.max_cars:
+                    break
+                mid = int(rng.integers(len(models)))
+                t = float(rng.uniform(-1.0, 1.0)) * s_cross * math.tan(half_fov)
+                yaw = (90.0 if rng.uniform() < 0.5 else 270.0) + rng.normal(0, 6)
+                if add(mid, s_cross + rng.uniform(-5.0, 5.0), t, yaw, False,
+                       radius=0.5 * float(np.hypot(*models[mid].extents[:2]))):
+                    n_cars += 1
+
+    # Side views first when asked: kerb rows otherwise fill max_cars before the cross street and the
+    # lot get a car (the default order is kept so earlier renders reproduce).
+    order = (cross_street, parking_lot, kerb_rows) if scfg.side_first else (kerb_rows, parking_lot, cross_street)
+    for place in order:
+        place()
     # lane traffic: lead cars ahead, oncoming cars in the left lanes, now and then one turning
     for _ in range(int(rng.integers(0, 5))):
         if n_cars >= scfg.max_cars:
