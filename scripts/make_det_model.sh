@@ -38,16 +38,27 @@
 #    the round-1 teacher's 0.55 / 0.37); the student starts from the round-1 detector and trains as in
 #    step 3 on the same road scenes plus these labels (listed twice); the epoch with the best mean AP
 #    over both sources is exported. Alone it trades nuScenes for KITTI (AP 0.654 / 0.452).
-# 6. The shipped detector: the mean of the round-1 detector's and step 5's weights (carpose-det-soup,
+# 6. The round-2 detector (shipped at 1bd8c04; not built any more, step 8 soups its members): the mean of the
+#    round-1 detector's and step 5's weights (carpose-det-soup,
 #    both exported ONNX, so BatchNorms folded into the convolutions), its class scores shifted so that
 #    the default threshold 0.35 cuts where the soup's own 0.5 did (AP unchanged; the soup's scores run
 #    higher than its members': at 0.35 it kept more boxes at lower precision). 0.5 is the lowest of
 #    0.45 / 0.475 / 0.5 at which nuScenes precision meets the issue's 0.85 (0.896; KITTI 0.789). Half
 #    and half was the first weighting tried and the best of 0.3 / 0.5 / 0.7 on the mean AP over sources.
+# 7. Side views, border-cut cars and vans (issue 22, round 3): 700 road scenes and 400 wide ones with a cross
+#    street in 90 % of them at 6-35 m and placed before the kerb rows (27 % of the cars side-on against 8 %),
+#    a parking lot in 60 %, car centres up to 15 deg outside the field of view (cut by the border), and no
+#    windowless box van among the negatives (KITTI labels it a Van: a car to the product; the old negative
+#    taught that a tall boxy car is not one). The round-1 detector trains as in step 5 on the old and new scenes
+#    plus the fused labels listed three times (a third of the images stay real); the best epoch by mean AP.
+# 8. The shipped detector: the weighted mean of round 1 (0.25), step 5's student (0.25) and step 7's (0.5),
+#    operated at 0.5 (the lowest of 0.45 / 0.5 / 0.55 at which nuScenes precision meets 0.85). The weights were
+#    chosen on the mean AP over sources among 0.5 / 0.5 soups of pairs, a third each, 0.4 / 0.6 and this one
+#    (models/README.md, "round 3").
 # Validation frames are never backgrounds nor pseudo-labelled (both refused by the tools).
 # Measured on 2 cores: 2.4 min of pseudo-labelling, 19 min of rendering, 34 min of training (step 3);
 # step 4: 2 min of rendering, 42 min of training; step 5: 6 min of pseudo-labelling, 55 min of training;
-# step 6: 1 min.
+# step 7: 7 min of rendering, 78 min of training (271 batches an epoch); step 8: 1 min.
 # Resume an interrupted training: carpose-train-det ... --out "$RUNS..." --resume
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -66,8 +77,8 @@ negs=()
 scenes() {  # scenes OUT COUNT SEED WIDTH HEIGHT HFOV_MIN HFOV_MAX [more carpose-render scenes options]
   [ -f "$1" ] || carpose-render scenes --out "$1" --count "$2" --seed "$3" --layout road --negatives 4 "${negs[@]}" \
     "${models[@]}" --procedural 60 --max-cars 14 --width "$4" --height "$5" --hfov "$6" "$7" \
-    --backgrounds "$OUT/bg_road" --background-labels "$PSEUDO/label_2" --procedural-backgrounds "${9:-0.15}" \
-    --workers "${WORKERS:-2}" --block-size 50 --quiet ${8:+"$8"}
+    --backgrounds "$OUT/bg_road" --background-labels "$PSEUDO/label_2" --procedural-backgrounds 0.15 \
+    --workers "${WORKERS:-2}" --block-size 50 --quiet "${@:8}"  # a later --procedural-backgrounds wins
 }
 scenes "$OUT/road3.h5" "${COUNT:-1500}" 50 640 360 55 75
 scenes "$OUT/wide3.h5" "${COUNT2:-500}" 51 1024 320 70 90
@@ -75,7 +86,7 @@ ROUND1=$OUT/det_round1.onnx
 [ -f "$ROUND1" ] || carpose-train-det "$OUT/road3.h5" "$OUT/wide3.h5" --pseudo "$PSEUDO" --pseudo "$PSEUDO" \
   --out "$RUNS" --imgsz 512 --batch 16 --epochs "${EPOCHS:-4}" --init "$INIT" --real --export-hw 288 512 \
   --export "$ROUND1"  # step 3
-scenes "$OUT/studio3.h5" 500 52 640 360 55 75 --studio 0.3  # step 4
+scenes "$OUT/studio3.h5" 500 52 640 360 55 75 --studio --procedural-backgrounds 0.3  # step 4
 TEACHER2=$OUT/det_r1s.onnx
 [ -f "$TEACHER2" ] || carpose-train-det "$OUT/road3.h5" "$OUT/wide3.h5" "$OUT/studio3.h5" --pseudo "$PSEUDO" \
   --pseudo "$PSEUDO" --out "${RUNS}_r1s" --imgsz 512 --batch 16 --epochs 3 --lr0 0.0005 --init "$ROUND1" --real \
@@ -87,5 +98,12 @@ STUDENT=$OUT/det_fused.onnx
 [ -f "$STUDENT" ] || carpose-train-det "$OUT/road3.h5" "$OUT/wide3.h5" --pseudo "$FUSED" --pseudo "$FUSED" \
   --out "${RUNS}_fused" --imgsz 512 --batch 16 --epochs "${EPOCHS:-4}" --init "$ROUND1" --real \
   --export-hw 288 512 --export "$STUDENT"
-carpose-det-soup "$ROUND1" "$STUDENT" --weights 0.5 0.5 --operate-at 0.5 --export-hw 288 512 \
-  --out "${EXPORT:-models/carpose_det.onnx}"  # step 6
+SIDE=(--skip-negative box_van --cross-street 0.9 --cross-street-m 6 35 --parking-lot 0.6 --edge-margin 15 --side-first)
+scenes "$OUT/road4.h5" 700 60 640 360 55 75 "${SIDE[@]}"  # step 7
+scenes "$OUT/wide4.h5" 400 61 1024 320 70 90 "${SIDE[@]}"
+SIDE_STUDENT=$OUT/det_side.onnx
+[ -f "$SIDE_STUDENT" ] || carpose-train-det "$OUT/road3.h5" "$OUT/wide3.h5" "$OUT/road4.h5" "$OUT/wide4.h5" \
+  --pseudo "$FUSED" --pseudo "$FUSED" --pseudo "$FUSED" --out "${RUNS}_side" --imgsz 512 --batch 16 \
+  --epochs "${EPOCHS:-4}" --init "$ROUND1" --real --export-hw 288 512 --export "$SIDE_STUDENT"
+carpose-det-soup "$ROUND1" "$STUDENT" "$SIDE_STUDENT" --weights 0.25 0.25 0.5 --operate-at 0.525 --export-hw 288 512 \
+  --out "${EXPORT:-models/carpose_det.onnx}"  # step 8

@@ -354,10 +354,10 @@ def test_shipped_models_on_a_synthetic_drive(tmp_path):
     a drawn road, where the ground truth is exact: node and Pipeline agree, every frame is processed,
     hardly a false car is found and every car found gets its azimuth. The drawn look is not what the
     shipped detector is for (real road photos; its real-frame bounds are those of
-    test_shipped_models_on_real_frames_through_the_node): here it finds 13-48 % of the cars
+    test_shipped_models_on_real_frames_through_the_node): here it finds 17-60 % of the cars
     (precision 1.0, drive seeds 1, 2, 0; models/README.md, "On the drawn synthetic drive"), a known
-    gap. Seed 0, 2026-12-06: recall 0.48 (12 of 25), 9 of 13 at 10-20 m, MedErr 1-4 deg, Acc@30
-    94-100 %. The recall bounds below leave four cars and two cars."""
+    gap. Seed 0, 2026-12-06, round-3 detector: recall 0.60 (15 of 25; the round-2 one 0.48),
+    MedErr 0.9 deg, Acc@30 100 %. The recall bounds below leave seven cars and two cars."""
     pytest.importorskip("rclpy")
     from training.render.drive_bag import main as make_main
 
@@ -374,11 +374,11 @@ def test_shipped_models_on_a_synthetic_drive(tmp_path):
 def test_shipped_models_on_real_frames_through_the_node(tmp_path):
     """What the product is for: the 50 hand-labelled nuScenes frames (1600x900, ../shared)
     replayed through the real node (DDS at full frame size) and in-process, shipped models. Every
-    labelled car counts, none is ignored. Measured 2026-12-06 with the souped detector (both modes
-    alike): precision 0.896 (43 cars, 5 false boxes), recall 0.544 (43 of 79 cars), Acc@30 97.7 %,
-    MedErr 6.0 deg of the cars found (the detector before it: 0.915, 0.544, 95.3 %, 4.9 deg); the
-    bounds leave two to four cars. The synthetic drive above cannot stand for this: its drawn look is not
-    what the detector is for."""
+    labelled car counts, none is ignored. Measured 2026-12-06 with the round-3 souped detector
+    (`DEMO=real bash scripts/demo.sh`): precision 0.896 (43 cars, 5 false boxes), recall 0.544 (43 of
+    79 cars), Acc@30 100 %, MedErr 6.1 deg of the cars found (round 2: 0.896, 0.544, 97.7 %, 6.0 deg;
+    round 1: 0.915, 0.544, 95.3 %, 4.9 deg); the bounds leave two false boxes and three cars. The
+    synthetic drive above cannot stand for this: its drawn look is not what the detector is for."""
     pytest.importorskip("rclpy")
     from carpose.eval.real_sources import source_from_spec
     from training.render.drive_bag import main as make_main
