@@ -138,7 +138,16 @@ def test_benchmark_cli_scores_each_source_and_their_union(two_sources, tmp_path,
         assert 0 <= det["tall"]["aos"] <= det["tall"]["ap50"] + 1e-9
         assert det["timing"]["frames"] == 2 and det["timing"]["total_ms"] >= det["timing"]["detect_ms"] > 0
         assert sum(r["n"] for r in src["pose"]["sure"]["sectors"]) == src["pose"]["sure"]["n"]
+        # recall by view: every car >= 40 px in exactly one sector, found as often as the tall recall says
+        view = det["recall_by_view"]
+        assert sum(r["gt"] for r in view["sectors"]) == view["all"]["gt"] == det["tall"]["tp"] + det["tall"]["fn"]
+        assert sum(r["found"] for r in view["sectors"]) == view["all"]["found"] == det["tall"]["tp"]
+        assert view["occluded"]["gt"] == sum(o.height_px >= 40 and o.occluded >= 1 for o in cars)
     u = res["union"]
+    assert u["det"]["recall_by_view"]["all"]["found"] == u["det"]["tall"]["tp"]
+    assert [r["gt"] for r in u["det"]["recall_by_view"]["sectors"]] == [
+        sum(s["det"]["recall_by_view"]["sectors"][k]["gt"] for s in res["sources"].values()) for k in range(8)]
+    assert "| rear 157.5-202.5 |" in printed and "| cut by the border |" in printed
     assert u["pose"]["sure"]["n"] == sum(s["pose"]["sure"]["n"] for s in res["sources"].values())
     assert u["det"]["all"]["tp"] + u["det"]["all"]["fn"] == sum(
         s["det"]["all"]["tp"] + s["det"]["all"]["fn"] for s in res["sources"].values())

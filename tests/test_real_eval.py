@@ -205,11 +205,15 @@ def test_carpose_det_eval_reads_a_real_style_set_with_one_command(kitti_set, tmp
     assert main([str(root), "--images", str(images), "--out", str(tmp_path / "det"), "--quiet"]) == 0
     out = capsys.readouterr().out
     assert "| >= 40 px |" in out and "recall by box height" in out and "per 45-deg sector" in out
+    assert "by view sector of the true azimuth" in out and "| cut by the border |" in out
     s = json.loads((tmp_path / "det" / "det_eval.json").read_text())
     assert s["frames"] == 4
     assert s["tp"] + s["fn"] == sum(o.height_px >= 15 for o in objs)
     assert s["tall"]["tp"] + s["tall"]["fn"] == sum(o.height_px >= 40 for o in objs)
     assert sum(b["gt"] for b in s["recall_by_height"]) == len(objs)
+    view = s["recall_by_view"]
+    assert sum(r["gt"] for r in view["sectors"]) == s["tall"]["tp"] + s["tall"]["fn"]
+    assert view["all"]["found"] == s["tall"]["tp"]
     assert s["ap50"] > 0.3 and s["tp"] > 0
     az = s["azimuth_on_matched"]
     assert az["all"]["n"] == s["tp"] and az["sure"]["n"] <= s["tp"]
@@ -272,3 +276,17 @@ def test_carpose_det_eval_on_real_frames(real_set, tmp_path):
     s = json.loads((tmp_path / "det" / "det_eval.json").read_text())
     assert s["frames"] == len(labs)
     assert sum(b["gt"] for b in s["recall_by_height"]) == sum(len(parse_kitti_label(x)) for x in labs)
+
+
+def test_recall_by_view_counts_each_car_once_by_sector_occlusion_and_border():
+    from carpose.eval.det_eval import recall_by_view
+
+    r = recall_by_view(found=[True, False, True, False, True], azimuth_deg=[0.0, 359.0, 180.0, 95.0, float("nan")],
+                       occluded=[0, 1, 2, 0, 1], at_border=[False, True, False, False, True])
+    sectors = {row["cars"]: (row["found"], row["gt"]) for row in r["sectors"]}
+    assert sectors["front"] == (1, 2) and sectors["rear"] == (1, 1) and sectors["left"] == (0, 1)
+    assert sum(row["gt"] for row in r["sectors"]) == 4  # the car without an azimuth is in no sector
+    assert (r["occluded"]["found"], r["occluded"]["gt"]) == (2, 3)
+    assert (r["border"]["found"], r["border"]["gt"], r["border"]["recall"]) == (1, 2, 0.5)
+    assert r["all"]["gt"] == 5 and r["all"]["found"] == 3 and sectors["right"] == (0, 0)
+    assert next(row for row in r["sectors"] if row["cars"] == "right")["recall"] is None

@@ -16,7 +16,8 @@ Per source and for the union it reports:
   8 view sectors, Acc@30 by confidence fifth, and the balanced Acc@30 that chooses models (mean over
   sources of the mean per-sector Acc@30, ``carpose.eval.scoring.balanced_acc30``);
 - **detector** (``carpose-det-eval``'s scoring): AP@0.5 / precision / recall at ``--conf`` for cars
-  >= 40 px and for every labelled car, KITTI's AOS and AOS/AP, recall of cars 20-40 px;
+  >= 40 px and for every labelled car, KITTI's AOS and AOS/AP, recall of cars 20-40 px, and the
+  recall of cars >= 40 px per view sector and of occluded and border-cut ones (which cars it misses);
 - **end to end**: azimuth errors of the cars the detector found (pose on the detector's box);
 - **time per frame** with the runtime's own settings (detector, pose of the cars found, total).
 
@@ -40,7 +41,7 @@ import numpy as np
 from carpose.convention import angular_error
 from carpose.detect import detector_provenance
 from carpose.eval.azimuth_report import azimuth_summary
-from carpose.eval.det_eval import evaluate_folder
+from carpose.eval.det_eval import evaluate_folder, recall_by_view
 from carpose.eval.det_sheet import save_frames_sheet
 from carpose.eval.error_sheet import ErrorCase, save_worst_errors_sheet
 from carpose.eval.kitti import kitti_pairs
@@ -169,6 +170,7 @@ def run_benchmark(sources: list[RealSource], pose_model: str | Path = DEFAULT_PO
                  "sources": {}, "_cases": {}, "_verdicts": {}}
     pose_parts, e2e_parts, det_matches = [], [], {"all": [], "tall": []}
     small = {"gt": 0, "found": 0}
+    views: dict[str, list] = {"found": [], "azimuth_deg": [], "occluded": [], "at_border": []}
     eval_pipe = None
     if det_model:
         # The PR curves need every detection (threshold 0.01); the timings run at ``conf``, the runtime's.
@@ -187,6 +189,8 @@ def run_benchmark(sources: list[RealSource], pose_model: str | Path = DEFAULT_PO
                                 DET_TALL_PX)
             for k in det_matches:
                 det_matches[k] += r["matches"][k]
+            for k in views:
+                views[k] += r["views"][k]
             sm = _small_recall(r["summary"]["recall_by_height"])
             small = {k: small[k] + sm[k] for k in small}
             me = _matched_errors(r["cases"])
@@ -195,14 +199,16 @@ def run_benchmark(sources: list[RealSource], pose_model: str | Path = DEFAULT_PO
             timing = time_frames(eval_pipe, src, timing_frames)
             eval_pipe.set_thresholds(conf=0.01)
             entry["det"] = {**detector_rows(r["matches"], conf), "frames": r["summary"]["frames"],
-                            "recall_by_height": r["summary"]["recall_by_height"], "small": sm, "timing": timing}
+                            "recall_by_height": r["summary"]["recall_by_height"],
+                            "recall_by_view": r["summary"]["recall_by_view"], "small": sm, "timing": timing}
             entry["end_to_end"] = me.report()
             res["_verdicts"][src.name] = r["verdicts"]
         res["sources"][src.name] = entry
     union = {"pose": PoseScores.concat(pose_parts).report()}
     if eval_pipe is not None:
         union["det"] = {**detector_rows(det_matches, conf), "small": {**small, "recall": small["found"] / small["gt"]
-                                                                 if small["gt"] else None}}
+                                                                 if small["gt"] else None},
+                        "recall_by_view": recall_by_view(**views)}
         union["end_to_end"] = PoseScores.concat(e2e_parts).report()
     res["union"] = union
     res["selection"] = {
@@ -254,6 +260,26 @@ def _pose_table(res: dict, key: str, title: str) -> list[str]:
     return lines
 
 
+def _view_recall_table(res: dict) -> list[str]:
+    """Detector recall of the cars >= 40 px by view sector, occlusion and the border: which cars it misses."""
+    cols = [(n, c["det"]["recall_by_view"]) for n, c in _columns(res) if "recall_by_view" in c.get("det", {})]
+    if not cols:
+        return []
+    lines = [f"Detector recall of the cars >= {DET_TALL_PX:g} px at conf {res['conf']}, by 45-deg view sector of the "
+             "TRUE azimuth and for occluded / border-cut cars (found of labelled):", "",
+             "| cars | " + " | ".join(n for n, _ in cols) + " |", "|---|" + "---:|" * len(cols)]
+
+    def cell(row: dict) -> str:
+        return f"{row['found']} of {row['gt']}" if row["gt"] else "0"
+
+    for k, sec in enumerate(SECTOR_NAMES):
+        lines.append(f"| {sec} {(k * 45 - 22.5) % 360:g}-{k * 45 + 22.5:g} | "
+                     + " | ".join(cell(v["sectors"][k]) for _, v in cols) + " |")
+    for key in ("occluded", "border"):
+        lines.append(f"| {cols[0][1][key]['cars']} | " + " | ".join(cell(v[key]) for _, v in cols) + " |")
+    return lines
+
+
 def shown_path(path: str | None) -> str | None:
     """A path as the tables show it: relative to the working directory when inside it (no machine paths
     in docs pasted from the output)."""
@@ -295,7 +321,7 @@ def format_benchmark(res: dict) -> str:
                          f"| {_f(ratio)} | {_f(a['ap50'])} | {_f(a['precision'])} | {_f(a['recall'])} "
                          f"| {sm['found']} of {sm['gt']} | {_f(t and t['detect_ms'], '{:.1f}')} "
                          f"| {_f(t and t['total_ms'], '{:.1f}')} |")
-        lines += [""]
+        lines += ["", *_view_recall_table(res), ""]
         lines += _pose_table(res, "end_to_end", "End to end: azimuth of the cars the detector found (its boxes)")
     lines += ["", "Selection scores: pose balanced Acc@30 (mean over sources of the mean per-sector Acc@30, "
               f"sectors with >= 10 cars) {_pct(res['selection']['pose_balanced_acc30'])}; detector mean AP@0.5 "

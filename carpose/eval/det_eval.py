@@ -27,11 +27,13 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
+from carpose.convention import azimuth_to_bin
 from carpose.eval.azimuth_report import DEFAULT_MIN_HEIGHT, azimuth_summary, format_azimuth_summary
 from carpose.eval.det_sheet import FrameVerdict, save_frames_sheet
 from carpose.eval.error_sheet import ErrorCase, save_worst_errors_sheet
 from carpose.eval.kitti import KittiObject, kitti_pairs, parse_kitti_label, split_ground_truth
 from carpose.eval.scoring import (
+    SECTOR_NAMES,
     FrameMatch,
     average_orientation_similarity,
     detection_report,
@@ -43,6 +45,31 @@ from carpose.pipeline import DEFAULT_DET_MODEL, DEFAULT_POSE_MODEL, Pipeline, Pi
 
 #: Box-height bins (px) of the recall table: where the detector starts to miss cars.
 HEIGHT_EDGES = (0.0, 15.0, 20.0, 30.0, 40.0, 60.0, 100.0, 200.0, math.inf)
+
+
+#: A labelled car whose box comes this close (px) to the left or right image edge is cut by the border.
+BORDER_PX = 3.0
+
+
+def _recall_row(name: str, found: np.ndarray, sel: np.ndarray) -> dict:
+    n = int(sel.sum())
+    return {"cars": name, "gt": n, "found": int(found[sel].sum()), "recall": float(found[sel].mean()) if n else None}
+
+
+def recall_by_view(found: list[bool], azimuth_deg: list[float], occluded: list[int], at_border: list[bool]) -> dict:
+    """Recall of labelled cars per 45-deg view sector of their true azimuth, and of the occluded (label
+    level >= 1) and border-cut ones. Why: the cars a detector misses are not spread evenly (issue 22:
+    side views, parked rows that hide each other, cars cut by the frame), and one recall figure hides
+    which. Cars without an azimuth (DontCare-like labels) count in the occlusion and border rows only."""
+    f = np.asarray(found, bool)
+    az = np.asarray(azimuth_deg, np.float64).reshape(-1)
+    idx = np.full(len(az), -1, np.int64)
+    known = np.isfinite(az)
+    idx[known] = np.asarray(azimuth_to_bin(az[known], len(SECTOR_NAMES))).reshape(-1)
+    return {"sectors": [_recall_row(name, f, idx == k) for k, name in enumerate(SECTOR_NAMES)],
+            "occluded": _recall_row("occluded", f, np.asarray(occluded, np.int64).reshape(-1) >= 1),
+            "border": _recall_row("cut by the border", f, np.asarray(at_border, bool).reshape(-1)),
+            "all": _recall_row("all", f, np.ones(len(f), bool))}
 
 
 def _boxes(objs: list[KittiObject]) -> np.ndarray:
@@ -77,6 +104,7 @@ def evaluate_folder(root: str | Path, pipe: Pipeline, conf: float, types: tuple[
     ``frames`` keeps a slice of the frames in name order (e.g. the ones never used as backgrounds)."""
     matches: dict[str, list[FrameMatch]] = {"all": [], "tall": []}
     heights, found = [], []  # every labelled car of ``types``: box height, detected at conf
+    views: dict[str, list] = {"found": [], "azimuth_deg": [], "occluded": [], "at_border": []}  # cars >= tall
     err, true, sure, hpx, cases = [], [], [], [], []
     n_frames = 0
     det_ms: list[float] = []
@@ -102,6 +130,13 @@ def evaluate_folder(root: str | Path, pipe: Pipeline, conf: float, types: tuple[
         matches["all"].append(m)
         mt, gt_tall = _match(objs, types, tall, boxes, scores)
         matches["tall"].append(with_orientation(mt, pred_az, np.array([objs[i].azimuth_deg for i in gt_tall])))
+        # Which tall cars were found at the operating threshold, by view, occlusion and the border.
+        for j, found_tall in zip(gt_tall, _found(_at_conf(mt, conf), len(gt_tall)), strict=True):
+            o = objs[j]
+            views["found"].append(bool(found_tall))
+            views["azimuth_deg"].append(o.azimuth_deg if o.has_alpha else math.nan)
+            views["occluded"].append(int(o.occluded))
+            views["at_border"].append(bool(o.box_xyxy[0] <= BORDER_PX or o.box_xyxy[2] >= img.shape[1] - BORDER_PX))
         # Recall by height: every labelled car is ground truth here, however small.
         mh, cars = _match(objs, types, 0.0, boxes, scores)
         heights += [objs[i].height_px for i in cars]
@@ -135,13 +170,15 @@ def evaluate_folder(root: str | Path, pipe: Pipeline, conf: float, types: tuple[
                "detect_ms": {"median": float(np.median(ms)), "mean": float(ms.mean())} if len(ms) else None,
                "tall": {"min_height_px": tall, **reps["tall"].to_dict(), "aos": aos["tall"]},
                "recall_by_height": by_height,
+               "recall_by_view": recall_by_view(**views),
                "azimuth_on_matched": azimuth_summary(err, true, sure, hpx, pose_tall)}
     return {"summary": summary, "curve": reps["all"].curve, "curve_tall": reps["tall"].curve, "cases": cases,
-            "verdicts": verdicts, "matches": matches}
+            "verdicts": verdicts, "matches": matches, "views": views}
 
 
 def format_detection(s: dict) -> str:
-    """The detection table and the recall-by-height table (Markdown, like the azimuth tables)."""
+    """The detection table and the recall tables by box height and by view (Markdown, like the azimuth
+    tables)."""
     lines = [f"detection at conf {s['threshold']} (IoU 0.5; smaller cars are ignore regions; AOS: KITTI's "
              "average orientation similarity)", "",
              "| cars | TP | FP | FN | precision | recall | AP@0.5 | AOS | AOS/AP |",
@@ -156,6 +193,14 @@ def format_detection(s: dict) -> str:
         rng = f"{b['from_px']:g}-{b['to_px']:g}" if b["to_px"] is not None else f">= {b['from_px']:g}"
         rec = "-" if b["recall"] is None else f"{100 * b['recall']:.0f}%"
         lines.append(f"| {rng} | {b['gt']} | {b['found']} | {rec} |")
+    v = s.get("recall_by_view")
+    if v:
+        lines += ["", f"recall of cars >= {s['tall']['min_height_px']:g} px at conf {s['threshold']} by view sector of "
+                  "the true azimuth, occlusion and the border", "", "| cars | labelled | found | recall |",
+                  "|---|---:|---:|---:|"]
+        for r in [*v["sectors"], v["occluded"], v["border"]]:
+            rec = "-" if r["recall"] is None else f"{100 * r['recall']:.0f}%"
+            lines.append(f"| {r['cars']} | {r['gt']} | {r['found']} | {rec} |")
     return "\n".join(lines)
 
 
