@@ -122,12 +122,14 @@ def test_skip_negatives_and_bad_knobs_refused(tmp_path):
     from training.render.cli import main
 
     for bad in (dict(cross_street=1.5), dict(parking_lot=-0.1), dict(cross_street_m=(30.0, 10.0)),
-                dict(edge_margin_deg=45.0)):
+                dict(edge_margin_deg=45.0), dict(skip_negatives=("boxvan",))):
         with pytest.raises(ValueError):
             SceneConfig(layout="road", **bad)
     out = tmp_path / "s.h5"
     assert main(["scenes", "--out", str(out), "--count", "1", "--layout", "road", "--cross-street", "2",
                  "--quiet"]) == 2
+    assert main(["scenes", "--out", str(out), "--count", "1", "--layout", "road", "--negatives", "2",
+                 "--skip-negative", "boxvan", "--quiet"]) == 2
     assert not out.exists()
 
 

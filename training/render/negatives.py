@@ -128,6 +128,14 @@ def procedural_negatives(count_per_kind: int = 4, seed: int = 0) -> list[CarMode
     return out
 
 
+def check_kinds(kinds: tuple[str, ...]) -> None:
+    """Refuse a kind of procedural negative that does not exist (a misspelt ``--skip-negative``)."""
+    unknown = set(kinds) - set(VEHICLE_KINDS + KERB_KINDS + VERGE_KINDS)
+    if unknown:
+        raise ValueError(f"unknown negative kind(s) {sorted(unknown)}; expected some of "
+                         f"{list(VEHICLE_KINDS + KERB_KINDS + VERGE_KINDS)}")
+
+
 def load_negatives(mesh_dirs: tuple[str, ...] = (), count_per_kind: int = 4, seed: int = 0,
                    skip: tuple[str, ...] = ()) -> list[CarModel]:
     """Procedural negatives plus the meshes below ``mesh_dirs`` (e.g. ``../shared/distractors``; a
@@ -136,10 +144,7 @@ def load_negatives(mesh_dirs: tuple[str, ...] = (), count_per_kind: int = 4, see
     of procedural negative left out (a box van is a Van to KITTI's labellers, so a car to the product)."""
     from training.cars.loader import find_model_files, load_car
 
-    unknown = set(skip) - set(VEHICLE_KINDS + KERB_KINDS + VERGE_KINDS)
-    if unknown:
-        raise ValueError(f"unknown negative kind(s) {sorted(unknown)}; expected some of "
-                         f"{list(VEHICLE_KINDS + KERB_KINDS + VERGE_KINDS)}")
+    check_kinds(skip)
     out = [m for m in procedural_negatives(count_per_kind, seed) if m.meta["kind"] not in skip]
     for d in mesh_dirs:
         if not Path(d).is_dir():

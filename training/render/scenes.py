@@ -21,7 +21,7 @@ from training.dataset.schema import SCENE_CAR_FIELDS
 from training.render.backgrounds import BackgroundSource, composite
 from training.render.interference import apply_photometric
 from training.render.lighting import ground_shadow
-from training.render.negatives import KERB_KINDS, VEHICLE_KINDS
+from training.render.negatives import KERB_KINDS, VEHICLE_KINDS, check_kinds
 from training.render.renderer import CarRenderer, mask_box
 from training.render.sampling import RenderConfig, sample_car_look, sample_lighting
 
@@ -69,6 +69,7 @@ class SceneConfig:
         lo, hi = self.cross_street_m
         if not 3.0 <= lo <= hi:
             raise ValueError(f"cross_street_m must be 3 <= near <= far metres, got {self.cross_street_m}")
+        check_kinds(self.skip_negatives)  # here, before any render worker starts
         if not 0.0 <= self.edge_margin_deg <= 30.0:
             raise ValueError(f"edge_margin_deg must be in [0, 30], got {self.edge_margin_deg}")
 
