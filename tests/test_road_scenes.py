@@ -84,7 +84,9 @@ def test_road_scene_labels_only_cars(fleet):
 
 
 def _side_on(yaw_deg: float) -> bool:
-    return abs(((yaw_deg - 90.0) % 180.0) - 0.0) < 25.0 or abs(((yaw_deg - 90.0) % 180.0) - 180.0) < 25.0
+    """Within 25 deg of side-on (yaw 90 or 270)."""
+    d = (yaw_deg - 90.0) % 180.0
+    return d < 25.0 or d > 155.0
 
 
 def test_emphasis_knobs_add_side_views_and_border_cars(fleet):

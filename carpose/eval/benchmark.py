@@ -170,7 +170,7 @@ def run_benchmark(sources: list[RealSource], pose_model: str | Path = DEFAULT_PO
                  "sources": {}, "_cases": {}, "_verdicts": {}}
     pose_parts, e2e_parts, det_matches = [], [], {"all": [], "tall": []}
     small = {"gt": 0, "found": 0}
-    views: dict[str, list] = {"found": [], "azimuth_deg": [], "occluded": [], "at_border": []}
+    views: dict[str, list] = {}  # evaluate_folder's per-car columns for recall_by_view, pooled over sources
     eval_pipe = None
     if det_model:
         # The PR curves need every detection (threshold 0.01); the timings run at ``conf``, the runtime's.
@@ -189,8 +189,8 @@ def run_benchmark(sources: list[RealSource], pose_model: str | Path = DEFAULT_PO
                                 DET_TALL_PX)
             for k in det_matches:
                 det_matches[k] += r["matches"][k]
-            for k in views:
-                views[k] += r["views"][k]
+            for k, column in r["views"].items():
+                views.setdefault(k, []).extend(column)
             sm = _small_recall(r["summary"]["recall_by_height"])
             small = {k: small[k] + sm[k] for k in small}
             me = _matched_errors(r["cases"])
