@@ -374,10 +374,10 @@ def test_shipped_models_on_a_synthetic_drive(tmp_path):
 def test_shipped_models_on_real_frames_through_the_node(tmp_path):
     """What the product is for: the 50 hand-labelled nuScenes frames (1600x900, ../shared)
     replayed through the real node (DDS at full frame size) and in-process, shipped models. Every
-    labelled car counts, none is ignored. Measured 2026-12-06 with the round-3 souped detector
-    (`DEMO=real bash scripts/demo.sh`): precision 0.896 (43 cars, 5 false boxes), recall 0.544 (43 of
-    79 cars), Acc@30 100 %, MedErr 6.1 deg of the cars found (round 2: 0.896, 0.544, 97.7 %, 6.0 deg;
-    round 1: 0.915, 0.544, 95.3 %, 4.9 deg); the bounds leave two false boxes and three cars. The
+    labelled car counts, none is ignored. Measured 2026-12-06 with the round-4 detector at 352x640
+    (`DEMO=real bash scripts/demo.sh`): precision 0.955 (42 cars, 2 false boxes), recall 0.532 (42 of
+    79 cars), Acc@30 100 %, MedErr 6.1 deg of the cars found (round 3: 0.896, 0.544, 100 %, 6.1 deg;
+    round 2: 0.896, 0.544, 97.7 %, 6.0 deg); the bounds leave five false boxes and two cars. The
     synthetic drive above cannot stand for this: its drawn look is not what the detector is for."""
     pytest.importorskip("rclpy")
     from carpose.eval.real_sources import source_from_spec
