@@ -233,6 +233,11 @@ def _columns(res: dict) -> list[tuple[str, dict]]:
     return [*res["sources"].items(), (UNION, res["union"])]
 
 
+def _sector_label(k: int, name: str) -> str:
+    """Row label of view sector ``k`` (45 deg wide, centred on k * 45): e.g. 'rear 157.5-202.5'."""
+    return f"{name} {(k * 45 - 22.5) % 360:g}-{k * 45 + 22.5:g}"
+
+
 def _pose_table(res: dict, key: str, title: str) -> list[str]:
     lines = [f"### {title}", "",
              "| source | n | MedErr (deg) | Acc@30 | Acc@15 | flips > 150 | rear read as front | front read as rear |",
@@ -248,7 +253,6 @@ def _pose_table(res: dict, key: str, title: str) -> list[str]:
               "| sector (deg) | " + " | ".join(n for n, c in _columns(res) if key in c) + " |",
               "|---|" + "---:|" * sum(key in c for _, c in _columns(res))]
     for k, sec in enumerate(SECTOR_NAMES):
-        w = 45
         cells = []
         for _, col in _columns(res):
             if key not in col:
@@ -256,7 +260,7 @@ def _pose_table(res: dict, key: str, title: str) -> list[str]:
             r = col[key]["sure"]["sectors"][k]
             cells.append("0" if not r["n"] else
                          f"{r['n']} / {_f(r['med_err_deg'], '{:.1f}')} / {_pct(r['acc_30'])} / {r['flips']}")
-        lines.append(f"| {sec} {(k * w - w / 2) % 360:g}-{k * w + w / 2:g} | " + " | ".join(cells) + " |")
+        lines.append(f"| {_sector_label(k, sec)} | " + " | ".join(cells) + " |")
     return lines
 
 
@@ -273,8 +277,7 @@ def _view_recall_table(res: dict) -> list[str]:
         return f"{row['found']} of {row['gt']}" if row["gt"] else "0"
 
     for k, sec in enumerate(SECTOR_NAMES):
-        lines.append(f"| {sec} {(k * 45 - 22.5) % 360:g}-{k * 45 + 22.5:g} | "
-                     + " | ".join(cell(v["sectors"][k]) for _, v in cols) + " |")
+        lines.append(f"| {_sector_label(k, sec)} | " + " | ".join(cell(v["sectors"][k]) for _, v in cols) + " |")
     for key in ("occluded", "border"):
         lines.append(f"| {cols[0][1][key]['cars']} | " + " | ".join(cell(v[key]) for _, v in cols) + " |")
     return lines
