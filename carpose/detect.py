@@ -115,7 +115,9 @@ class DetectorConfig:
     classes: dict[int, str] | None = None
     conf: float = 0.25
     iou: float = 0.5
-    imgsz: int | tuple[int, int] = 640  # side, or (height, width) of a rectangular fixed-size ONNX
+    # None (or 0): the model's own size, see YoloDetector. Else the long side, or a (height, width) box
+    # the frame is fitted into; a fixed-size ONNX always runs at its own shape.
+    imgsz: int | tuple[int, int] | None = None
     max_det: int = 100
     device: str = "auto"  # 'auto', 'cpu', 'cuda:0', ...
     half: bool = False  # FP16 inference on CUDA (.pt weights); exported engines fix their own precision
@@ -126,7 +128,9 @@ class DetectorConfig:
         self.iou = _check_threshold("iou", self.iou)
         if isinstance(self.imgsz, (tuple, list)):
             self.imgsz = (int(self.imgsz[0]), int(self.imgsz[1]))
-        if min(self.imgsz if isinstance(self.imgsz, tuple) else (self.imgsz,)) < 32:
+        elif not self.imgsz:
+            self.imgsz = None  # 0 (a ROS integer parameter cannot be None): the model's own size
+        if self.imgsz is not None and min(self.imgsz if isinstance(self.imgsz, tuple) else (self.imgsz,)) < 32:
             raise ValueError(f"imgsz must be >= 32, got {self.imgsz}")
         if self.max_det < 1:
             raise ValueError(f"max_det must be >= 1, got {self.max_det}")
@@ -206,22 +210,43 @@ def detector_provenance(weights: str | Path) -> dict:
         return {}
 
 
-def _static_onnx_size(path: Path) -> int | tuple[int, int] | None:
-    """Input size of an ONNX detector exported with a fixed size: the side when square, (height,
-    width) when rectangular (e.g. 384 x 640 for 16:9 frames: no compute spent on letterbox
-    padding), else None."""
+#: Input side for a model that says nothing of its own (a .pt, a dynamic ONNX without ultralytics' metadata).
+DEFAULT_IMGSZ = 640
+
+
+def _as_size(hw: list[int] | tuple[int, int]) -> int | tuple[int, int]:
+    return int(hw[0]) if hw[0] == hw[1] else (int(hw[0]), int(hw[1]))
+
+
+def onnx_input_size(path: Path) -> tuple[int | tuple[int, int] | None, bool]:
+    """(size, fixed) of an ONNX detector's input; (None, False) for other files or unreadable ones.
+
+    * Exported at a fixed size: that size (the side when square, (height, width) when rectangular)
+      and ``fixed`` True: ONNX Runtime accepts nothing else.
+    * Exported with a dynamic height and width: the size it was exported for (ultralytics writes it
+      into the metadata as ``imgsz``), ``fixed`` False. ultralytics then fits each frame into that
+      box keeping its aspect and pads only to a multiple of 32, so a wide camera (KITTI's 1242 x 375 in
+      a 352 x 640 box: 224 x 640) or a 4:3 one (640 x 480: 352 x 480) spends no compute on padding,
+      at the same scale a fixed 352 x 640 input would give it.
+    """
     if path.suffix.lower() != ".onnx":
-        return None
+        return None, False
     try:
         import onnx
 
-        dims = onnx.load(str(path), load_external_data=False).graph.input[0].type.tensor_type.shape.dim
+        proto = onnx.load(str(path), load_external_data=False)
     except Exception:  # not readable here: ultralytics will report the real problem
-        return None
+        return None, False
+    dims = proto.graph.input[0].type.tensor_type.shape.dim
     hw = [d.dim_value if d.HasField("dim_value") else 0 for d in dims[2:4]]
-    if len(hw) != 2 or min(hw) <= 0:
-        return None
-    return hw[0] if hw[0] == hw[1] else (hw[0], hw[1])
+    if len(hw) == 2 and min(hw) > 0:
+        return _as_size(hw), True
+    meta = {p.key: p.value for p in proto.metadata_props}
+    try:
+        box = [int(v) for v in meta.get("imgsz", "").strip("[]() ").split(",")]
+    except ValueError:
+        return None, False
+    return (_as_size(box), False) if len(box) == 2 and min(box) >= 32 else (None, False)
 
 
 class YoloDetector:
@@ -236,13 +261,16 @@ class YoloDetector:
         # task='detect': exported models carry it in metadata, but guessing from the file name warns.
         self.model = YOLO(str(self.weights), task="detect", verbose=False)
         self.config = replace(config, classes=None)
-        fixed = _static_onnx_size(self.weights)
-        if fixed is not None and fixed != self.config.imgsz:
+        own, fixed = onnx_input_size(self.weights)
+        if fixed and own != self.config.imgsz:
             # An ONNX exported at a fixed size only accepts that size; asking for another would
             # fail at the first frame. Use the model's own size and say so.
-            log.info("%s takes %s px input: using it instead of imgsz=%s", self.weights.name, fixed,
-                     self.config.imgsz)
-            self.config.imgsz = fixed
+            if self.config.imgsz is not None:
+                log.info("%s takes %s px input: using it instead of imgsz=%s", self.weights.name, own,
+                         self.config.imgsz)
+            self.config.imgsz = own
+        elif self.config.imgsz is None:
+            self.config.imgsz = own or DEFAULT_IMGSZ
         # One dummy frame sets up the backend on our device now: exported models (.onnx/.engine) only
         # know their class names once loaded, and the first real frame should not pay for the setup.
         h, w = self.input_hw
@@ -258,9 +286,26 @@ class YoloDetector:
 
     @property
     def input_hw(self) -> tuple[int, int]:
-        """(height, width) of the network input (letterboxed)."""
+        """(height, width) of the network input (letterboxed); the largest one when the input follows
+        each frame's aspect (:meth:`network_hw`)."""
         s = self.config.imgsz
         return (s, s) if isinstance(s, int) else s
+
+    @property
+    def follows_aspect(self) -> bool:
+        """True when each frame's input keeps its aspect, padded only to a multiple of 32 (a .pt or a
+        dynamic ONNX), False for a fixed input shape (ultralytics' own rule, ``pre_transform``)."""
+        backend = self.model.predictor.model
+        return backend.format == "pt" or bool(getattr(backend, "dynamic", False))
+
+    def network_hw(self, frame_hw: tuple[int, int]) -> tuple[int, int]:
+        """(height, width) of the tensor the network gets for a frame of ``frame_hw``."""
+        if not self.follows_aspect:
+            return self.input_hw
+        from ultralytics.data.augment import LetterBox
+
+        stride = int(self.model.predictor.model.stride)
+        return LetterBox(self.input_hw, auto=True, stride=stride)(image=np.zeros((*frame_hw, 3), np.uint8)).shape[:2]
 
     @property
     def classes(self) -> dict[int, str]:

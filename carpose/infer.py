@@ -82,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--det-model", default=str(DEFAULT_DET_MODEL), help="YOLO weights (.pt/.onnx/.engine)")
     p.add_argument("--det-classes", help="class map of the detector, e.g. '2:car,7:truck' for COCO weights")
     p.add_argument("--conf", type=float, default=0.35)
-    p.add_argument("--imgsz", type=int, default=640)
+    p.add_argument("--imgsz", type=int, default=0, help="detector input long side (0: the model's own)")
     p.add_argument("--backend", default="auto")
     p.add_argument("--device", default="auto")
     p.add_argument("--smooth", action="store_true", help="temporal smoothing (videos)")

@@ -36,7 +36,7 @@ class PipelineConfig:
     detector_classes: dict[int, str] | None = None  # model class id -> name; None: from the model
     det_conf: float = 0.35
     det_iou: float = 0.5
-    det_imgsz: int = 640
+    det_imgsz: int = 0  # 0: the detector's own input size (carpose.detect.YoloDetector)
     max_cars: int = 64
     min_box_px: float = 6.0  # boxes narrower or lower than this are skipped
     return_probs: bool = False

@@ -210,6 +210,42 @@ def test_rectangular_onnx_runs_at_its_own_shape(models, image, tmp_path):
         DetectorConfig(weights="x.pt", imgsz=(16, 320))
 
 
+def test_dynamic_onnx_fits_each_frame_into_its_export_box(models, image, tmp_path):
+    """A dynamic ONNX exported for a 256 x 320 box runs there when no size is asked for, keeps each
+    frame's aspect and pads only to a multiple of 32: a KITTI-shaped frame costs 128 x 320, not
+    256 x 320, and its boxes are the .pt's at the same box (ultralytics' own letterbox)."""
+    import shutil
+
+    from carpose.detect import onnx_input_size
+    from training.detector.train import export_onnx
+
+    pt_copy = tmp_path / "car.pt"
+    shutil.copyfile(models["car_pt"], pt_copy)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch's exporter notices, and its tracer's about the dynamic head
+        dyn = export_onnx(pt_copy, tmp_path / "dyn.onnx", (256, 320), dynamic=True)
+    assert onnx_input_size(dyn) == ((256, 320), False)
+    assert onnx_input_size(models["car_onnx"]) == (320, True)
+    assert onnx_input_size(models["car_pt"]) == (None, False)
+
+    ox = YoloDetector(DetectorConfig(weights=dyn, conf=0.5))  # no size given: the export box
+    assert ox.input_hw == (256, 320) and ox.follows_aspect
+    wide = cv2.resize(image, (1242, 375))
+    assert ox.network_hw(wide.shape[:2]) == (128, 320)  # scale 320/1242 -> 97 rows, padded to 128
+    assert ox.network_hw((480, 640)) == (256, 320)
+    assert ox.network_hw((900, 1600)) == (192, 320)  # 16:9 in a 5:4 box: the width limits
+    a = YoloDetector(DetectorConfig(weights=models["car_pt"], imgsz=(256, 320), conf=0.5)).detect(wide)
+    b = ox.detect(wide)
+    assert a and abs(len(a) - len(b)) <= 1
+    assert np.allclose(a[0].box_xyxy, b[0].box_xyxy, atol=3.0)
+
+    fixed = YoloDetector(DetectorConfig(weights=models["car_onnx"], imgsz=0))  # 0: the model's own, as ROS says
+    assert fixed.config.imgsz == 320 and not fixed.follows_aspect and fixed.network_hw(wide.shape[:2]) == (320, 320)
+    assert YoloDetector(DetectorConfig(weights=models["car_pt"])).config.imgsz == 640  # a .pt says nothing
+    long_side = YoloDetector(DetectorConfig(weights=dyn, imgsz=160))  # asked for: the long side, as ultralytics
+    assert long_side.network_hw(wide.shape[:2]) == (64, 160)
+
+
 def test_class_filter_and_mapping(models, image):
     def per_class(dets):
         return {c: sum(d.class_id == c for d in dets) for c in {d.class_id for d in dets}}

@@ -113,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
                    help="'none': every frame is one car; 'gt' (offline): ground-truth boxes, the pose CNN alone")
     p.add_argument("--det-conf", type=float, default=0.35)
     p.add_argument("--det-iou", type=float, default=0.5)
-    p.add_argument("--det-imgsz", type=int, default=640)
+    p.add_argument("--det-imgsz", type=int, default=0, help="0: the detector's own input size")
     p.add_argument("--max-frames", type=int, help="only the first N frames")
     p.add_argument("--frame-timeout", type=float, default=10.0, help="back-pressure wait per frame (s)")
     p.add_argument("--start-timeout", type=float, default=180.0, help="wait for the node to become active (s)")

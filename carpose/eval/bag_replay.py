@@ -57,7 +57,7 @@ class EvalConfig:
     det_model: str = str(DEFAULT_DET_MODEL)  # 'none': every frame is one car (the node's pre-cropped mode)
     det_conf: float = 0.35
     det_iou: float = 0.5
-    det_imgsz: int = 640
+    det_imgsz: int = 0  # 0: the detector's own input size
     frame_timeout_s: float = 10.0
     start_timeout_s: float = 180.0
     domain_id: int | None = None

@@ -185,7 +185,7 @@ def write_report(out: Path, cfg: EvalConfig, reader: BagReader, n: int, scores: 
     md = [f"# carpose bag evaluation: {reader.path.name}", "",
           f"Bag `{reader.path}` ({reader.storage}), image topic `{reader.image_topic}` ({n} frames), ground truth "
           f"`{reader.gt_topic or 'none'}`. Pose model `{cfg.pose_model}`, detector `{cfg.det_model}` "
-          f"(conf {cfg.det_conf}, IoU {cfg.det_iou}, imgsz {cfg.det_imgsz}). Mode {cfg.mode}"
+          f"(conf {cfg.det_conf}, IoU {cfg.det_iou}, imgsz {cfg.det_imgsz or 'of the model'}). Mode {cfg.mode}"
           + (f", rate {cfg.rate:g}" + (" (back-pressure)" if cfg.rate <= 0 else " x recorded")
              if cfg.mode != "offline" else "") + ".", "", summary_table(scores), ""]
     if reader.gt_topic is None:

@@ -116,18 +116,20 @@ def time_frames(pipe: Pipeline, src: RealSource, limit: int = 30) -> dict:
     ``limit`` frames spread over the source (the first one, which pays for warm-up, is run twice)."""
     pairs = kitti_pairs(src.labels, src.images)
     idx = np.unique(np.linspace(0, len(pairs) - 1, min(limit, len(pairs))).round().astype(int))
-    rows = []
+    rows, input_hw = [], None
     for n, i in enumerate(idx):
         img = cv2.imread(str(pairs[i][0]), cv2.IMREAD_COLOR)
         if img is None:
             continue
         if n == 0:
             pipe.process(img)
+            input_hw = list(pipe.detector.network_hw(img.shape[:2])) if pipe.detector is not None else None
         t = pipe.process(img).timings_ms
         rows.append((t["detect"], t["pose"], t["total"]))
     a = np.asarray(rows, np.float64).reshape(-1, 3)
     med = np.median(a, 0) if len(a) else [float("nan")] * 3
-    return {"frames": len(a), "detect_ms": float(med[0]), "pose_ms": float(med[1]), "total_ms": float(med[2])}
+    return {"frames": len(a), "detect_ms": float(med[0]), "pose_ms": float(med[1]), "total_ms": float(med[2]),
+            "input_hw": input_hw}
 
 
 def _small_recall(by_height: list[dict]) -> dict:
@@ -156,7 +158,7 @@ def _matched_errors(cases: list[ErrorCase]) -> PoseScores:
 
 def run_benchmark(sources: list[RealSource], pose_model: str | Path = DEFAULT_POSE_MODEL,
                   det_model: str | Path | None = DEFAULT_DET_MODEL, conf: float = 0.35,
-                  det_classes: dict | None = None, imgsz: int = 640, progress: bool = True,
+                  det_classes: dict | None = None, imgsz: int = 0, progress: bool = True,
                   timing_frames: int = 30, mirror_tta: bool | None = None) -> dict:
     """Every number of the benchmark (see the module docstring), plus the cases and frame verdicts for
     the sheets under the keys ``_cases`` and ``_verdicts``."""
@@ -178,6 +180,7 @@ def run_benchmark(sources: list[RealSource], pose_model: str | Path = DEFAULT_PO
                                             detector_classes=det_classes, det_conf=0.01, det_imgsz=imgsz,
                                             max_cars=100))
         res["det_input_hw"] = list(eval_pipe.detector.input_hw)
+        res["det_follows_aspect"] = eval_pipe.detector.follows_aspect
     for src in sources:
         ps = pose_on_true_boxes(est, src, progress)
         pose_parts.append(ps)
@@ -297,10 +300,12 @@ def shown_path(path: str | None) -> str | None:
 def format_benchmark(res: dict) -> str:
     """The Markdown tables (they read in a terminal and paste into docs as they are)."""
     tta = "on" if res.get("mirror_tta") else "off"
-    lines = [f"pose model: {shown_path(res['pose_model'])} (mirror TTA {tta})",
-             f"detector: {shown_path(res['det_model']) or '(not run)'}"
-             + (f", input {res['det_input_hw'][0]}x{res['det_input_hw'][1]}, conf {res['conf']}"
-                if res.get("det_input_hw") else ""), ""]
+    det = f"detector: {shown_path(res['det_model']) or '(not run)'}"
+    if res.get("det_input_hw"):
+        h, w = res["det_input_hw"]
+        det += (f", input within {h}x{w}, following each frame's aspect" if res.get("det_follows_aspect")
+                else f", input {h}x{w}") + f", conf {res['conf']}"
+    lines = [f"pose model: {shown_path(res['pose_model'])} (mirror TTA {tta})", det, ""]
     lines += [f"LEAK: the pose model's metadata says: {leak}: its figures on that source are optimistic" for leak in
               res.get("pose_leaks", [])]
     lines += [f"LEAK: the detector's metadata says: {leak}: its figures on that source are optimistic" for leak in
@@ -314,15 +319,17 @@ def format_benchmark(res: dict) -> str:
     if "det" in res["union"]:
         lines += ["", f"### Detector (IoU 0.5, conf {res['conf']})", "",
                   "| source | AP@0.5 >= 40 px | P | R | AOS | AOS/AP | AP@0.5 all | P all | R all | recall 20-40 px "
-                  "| detector ms | frame ms |", "|---|" + "---:|" * 11]
+                  "| input | detector ms | frame ms |", "|---|" + "---:|" * 12]
         for name, col in _columns(res):
             d, a = col["det"]["tall"], col["det"]["all"]
             sm = col["det"]["small"]
             t = col["det"].get("timing")
             ratio = d["aos"] / d["ap50"] if d["ap50"] > 0 else None
+            hw = t.get("input_hw") if t else None
             lines.append(f"| {name} | {_f(d['ap50'])} | {_f(d['precision'])} | {_f(d['recall'])} | {_f(d['aos'])} "
                          f"| {_f(ratio)} | {_f(a['ap50'])} | {_f(a['precision'])} | {_f(a['recall'])} "
-                         f"| {sm['found']} of {sm['gt']} | {_f(t and t['detect_ms'], '{:.1f}')} "
+                         f"| {sm['found']} of {sm['gt']} | {f'{hw[0]}x{hw[1]}' if hw else '-'} "
+                         f"| {_f(t and t['detect_ms'], '{:.1f}')} "
                          f"| {_f(t and t['total_ms'], '{:.1f}')} |")
         lines += ["", *_view_recall_table(res), ""]
         lines += _pose_table(res, "end_to_end", "End to end: azimuth of the cars the detector found (its boxes)")
@@ -391,7 +398,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="pose on the true boxes with/without mirror test-time averaging (default: as the model's "
                         "metadata says; the detector runs follow the metadata)")
     p.add_argument("--conf", type=float, default=0.35, help="the detector's operating threshold")
-    p.add_argument("--imgsz", type=int, default=640, help="detector input side (a fixed-size ONNX uses its own)")
+    p.add_argument("--imgsz", type=int, default=0,
+                   help="detector input long side (0: the model's own; a fixed-size ONNX always uses its own)")
     p.add_argument("--timing-frames", type=int, default=30, help="frames per source timed with the runtime's settings")
     p.add_argument("--out", default="runs/benchmark", help="folder for benchmark.json/.md and the sheets")
     p.add_argument("--quiet", action="store_true")

@@ -240,7 +240,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--det-classes", help="e.g. '2:car' for COCO weights")
     p.add_argument("--pose-model", default=str(DEFAULT_POSE_MODEL))
     p.add_argument("--conf", type=float, default=0.35, help="operating threshold for precision/recall")
-    p.add_argument("--imgsz", type=int, default=640, help="detector input side (a fixed-size ONNX uses its own)")
+    p.add_argument("--imgsz", type=int, default=0,
+                   help="detector input long side (0: the model's own; a fixed-size ONNX always uses its own)")
     p.add_argument("--frames", help="A:B: only frames A..B-1 in name order (e.g. 25:50, never used as backgrounds)")
     p.add_argument("--baseline", help="det_eval.json of an earlier model: its PR curves are drawn beside")
     p.add_argument("--types", default="Car")

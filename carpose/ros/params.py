@@ -44,7 +44,9 @@ PARAMETERS: dict[str, tuple[Any, str, dict]] = {
                              f"'{NO_DETECTOR}' = no detector, every frame is one car (pre-cropped input)", {}),
     "det_conf": (0.35, "detector confidence threshold (dynamic)", {"floating_point_range": _frange(0.0, 1.0)}),
     "det_iou": (0.5, "detector NMS IoU threshold (dynamic)", {"floating_point_range": _frange(0.0, 1.0)}),
-    "det_imgsz": (640, "detector input size in pixels (multiple of 32)", {"integer_range": _irange(32, 4096, 32)}),
+    "det_imgsz": (0, "detector input: 0 = the model's own (the shipped one: frames fitted into 352 x 640, "
+                     "padded to a multiple of 32); else the long side in pixels (multiple of 32)",
+                  {"integer_range": _irange(0, 4096, 32)}),
     "max_cars": (64, "at most this many cars per frame (highest scores kept)", {"integer_range": _irange(1, 1000)}),
     "min_box_px": (6.0, "skip boxes narrower or lower than this (dynamic)",
                    {"floating_point_range": _frange(0.0, 10000.0)}),

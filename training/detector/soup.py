@@ -1,7 +1,7 @@
 """``carpose-det-soup``: one detector whose weights are the weighted mean of several fine-tuned ones.
 
     carpose-det-soup models/carpose_det.onnx runs/det_fused/carpose_det.onnx --weights 0.5 0.5 \\
-        --out runs/det_soup/soup50.onnx --export-hw 288 512
+        --out runs/det_soup/soup50.onnx --export-hw 352 640 --dynamic
 
 Why: every round of self-training from the shipped detector trades one camera for the other (issue 22:
 the student of a better teacher gains 0.04 AP on KITTI and loses 0.08 on nuScenes). Two networks
@@ -112,8 +112,10 @@ def merged_provenance(members: list[str | Path], weights: list[float]) -> dict:
 
 
 def make_soup(members: list[str | Path], weights: list[float], out: str | Path,
-              export_hw: tuple[int, int] = (288, 512), operate_at: float | None = None) -> Path:
-    """Average the members' weights and export the soup to ``out`` (ONNX at ``export_hw``). With
+              export_hw: tuple[int, int] = (352, 640), operate_at: float | None = None,
+              dynamic: bool = False) -> Path:
+    """Average the members' weights and export the soup to ``out`` (ONNX at ``export_hw``; with
+    ``dynamic``, the box that frames are fitted into, see ``export_onnx``). With
     ``operate_at``, the soup's class scores are shifted so that the default threshold cuts where
     ``operate_at`` cut them (a soup's scores need not sit where its members' did)."""
     import torch
@@ -136,7 +138,7 @@ def make_soup(members: list[str | Path], weights: list[float], out: str | Path,
         pt = work / f"{Path(out).stem}.pt"
         torch.save(ckpt, pt)
         provenance = merged_provenance(members, weights) | {"class_logit_shift": round(shift, 6)}
-        return export_onnx(pt, out, export_hw, provenance)
+        return export_onnx(pt, out, export_hw, provenance, dynamic)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -145,15 +147,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("members", nargs="+", help="detectors fine-tuned from the same weights (.onnx or .pt)")
     p.add_argument("--weights", type=float, nargs="+", help="one per member, summing to 1 (default: equal)")
     p.add_argument("--out", required=True, help="the soup's ONNX path")
-    p.add_argument("--export-hw", type=int, nargs=2, default=(288, 512), metavar=("H", "W"),
-                   help="the exported input (default 288 512, the shipped detector's)")
+    p.add_argument("--export-hw", type=int, nargs=2, default=(352, 640), metavar=("H", "W"),
+                   help="the exported input (default 352 640, the shipped detector's box)")
+    p.add_argument("--dynamic", action="store_true",
+                   help="free height and width: each frame is fitted into H x W and padded only to a multiple of 32 "
+                        "(no compute on padding for wide or 4:3 cameras)")
     p.add_argument("--operate-at", type=float, metavar="T",
                    help=f"shift the soup's class scores so that the default threshold ({DEFAULT_CONF}) cuts where T "
                         "cuts the unshifted soup (AP unchanged)")
     args = p.parse_args(argv)
     weights = args.weights or [1 / len(args.members)] * len(args.members)
     try:
-        out = make_soup(args.members, weights, args.out, tuple(args.export_hw), args.operate_at)
+        out = make_soup(args.members, weights, args.out, tuple(args.export_hw), args.operate_at, args.dynamic)
     except (FileNotFoundError, ValueError) as exc:
         print(f"carpose-det-soup: error: {exc}", file=sys.stderr)
         return 2

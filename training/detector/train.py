@@ -107,15 +107,18 @@ def train_detector(scenes: str | Path | list, out: str | Path, epochs: int, imgs
 
 
 def export_onnx(weights: str | Path, dest: str | Path, imgsz: int | tuple[int, int],
-                provenance: dict | None = None) -> Path:
+                provenance: dict | None = None, dynamic: bool = False) -> Path:
     """ONNX at a fixed input, a side or (height, width) (letterboxed by ultralytics at predict
-    time), NMS outside. ``provenance`` (what the weights were trained on: background folders,
-    pseudo-labelled photo folders) goes into the file's metadata, where ``carpose-benchmark`` reads
-    it back to flag figures on frames the detector has seen."""
+    time), NMS outside. With ``dynamic`` the height and width stay free and ``imgsz`` is the box each
+    frame is fitted into (recorded in the metadata; carpose.detect.onnx_input_size): a frame of
+    another aspect than the box is padded only to a multiple of 32, not to the box. ``provenance``
+    (what the weights were trained on: background folders, pseudo-labelled photo folders) goes into
+    the file's metadata, where ``carpose-benchmark`` reads it back to flag figures on frames the
+    detector has seen."""
     from ultralytics import YOLO
 
     model = YOLO(str(weights))
-    onnx_path = Path(model.export(format="onnx", imgsz=imgsz, simplify=False, dynamic=False, opset=17))
+    onnx_path = Path(model.export(format="onnx", imgsz=imgsz, simplify=False, dynamic=dynamic, opset=17))
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = dest.with_name(dest.name + ".tmp")
@@ -157,6 +160,9 @@ def main(argv: list[str] | None = None) -> int:
                         "sources (carpose-det-select; no names: every registered source found)")
     p.add_argument("--export-hw", type=int, nargs=2, metavar=("H", "W"),
                    help="export a rectangular input (e.g. 384 640 for 16:9 cameras) instead of --imgsz square")
+    p.add_argument("--dynamic", action="store_true",
+                   help="export with a free height and width: frames are fitted into the export size and padded "
+                        "only to a multiple of 32 (as the shipped detector)")
     args = p.parse_args(argv)
     t0 = time.time()
     try:
@@ -185,7 +191,7 @@ def main(argv: list[str] | None = None) -> int:
         provenance = {"train_backgrounds": backgrounds, "pseudo_labelled_photos": pseudo_photos,
                       "chosen_on": info.get("chosen_on", [])}
         info["onnx"] = str(export_onnx(best, args.export, tuple(args.export_hw) if args.export_hw else args.imgsz,
-                                       provenance))
+                                       provenance, args.dynamic))
     (Path(args.out) / "det_train.json").write_text(json.dumps(info, indent=1))
     print(json.dumps(info))
     return 0
