@@ -34,6 +34,7 @@ setup(
             "carpose-benchmark = carpose.eval.benchmark:main",
             "carpose-det-select = training.detector.select:main",
             "carpose-det-soup = training.detector.soup:main",
+            "carpose-det-int8 = training.detector.quantize:main",
             "carpose-pseudo-label = training.detector.pseudo_label:main",
             "carpose-pseudo-pose = training.pose.pseudo_pose:main",
             "carpose-build-engine = training.build_engine:main",

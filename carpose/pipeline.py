@@ -18,13 +18,51 @@ import numpy as np
 
 from carpose.pose import PoseEstimator
 from carpose.results import CarPoseResult, Detection, FrameResult
-from carpose.shipped import DET_MODEL, POSE_MODEL, SOURCE_ROOT, default_model_path
+from carpose.shipped import DET_MODEL, DET_MODEL_INT8, POSE_MODEL, SOURCE_ROOT, default_model_path
 
 REPO = SOURCE_ROOT
 #: The shipped models (models/README.md): a pose CNN and a car detector, both trained on renders;
 #: found in the package share, the install prefix or the source tree (carpose.shipped).
 DEFAULT_POSE_MODEL = default_model_path(POSE_MODEL)
 DEFAULT_DET_MODEL = default_model_path(DET_MODEL)
+#: Metadata key of an INT8 detector: how it was made, and the sha256 of the float file it came from.
+INT8_KEY = "carpose_int8"
+
+
+def detector_file(weights: str | Path | None, device: str, int8: bool = True) -> str | Path | None:
+    """The file the detector runs: on a CPU, the INT8 twin that ``carpose-det-int8`` wrote beside a
+    float detector (``carpose_det_int8.onnx`` beside the shipped ``carpose_det.onnx``: the same AP,
+    about 0.65x the time, models/README.md "INT8"); anything else as given.
+
+    The twin is used only if it says it was made from exactly this float file (sha256 in its
+    metadata), so a retrained float detector is never shadowed by a stale twin. The pipeline asks
+    for the twin only with ``PipelineConfig.det_int8`` (ROS ``det_int8:=true``, ``--det-int8``): it
+    is off by default because on the real validation frames it finds one or two cars fewer.
+    """
+    if not int8 or weights is None:
+        return weights
+    path = Path(weights)
+    twin = path.with_name(DET_MODEL_INT8)
+    if path.name != DET_MODEL or not twin.is_file() or not path.is_file():
+        return weights
+    from carpose.detect import resolve_device
+
+    if resolve_device(device) != "cpu":
+        return weights  # GPUs run the float network (ONNX Runtime CUDA or a TensorRT engine)
+    import hashlib
+    import json
+    import logging
+
+    import onnx
+
+    meta = {p.key: p.value for p in onnx.load(str(twin), load_external_data=False).metadata_props}
+    made_from = json.loads(meta.get(INT8_KEY, "{}")).get("from_sha256")
+    if made_from != hashlib.sha256(path.read_bytes()).hexdigest():
+        logging.getLogger(__name__).warning(
+            "%s was not made from %s (stale after retraining?): running the float detector; remake it with "
+            "carpose-det-int8", twin, path)
+        return weights
+    return twin
 
 
 @dataclass
@@ -37,6 +75,7 @@ class PipelineConfig:
     det_conf: float = 0.35
     det_iou: float = 0.5
     det_imgsz: int = 0  # 0: the detector's own input size (carpose.detect.YoloDetector)
+    det_int8: bool = False  # True: on a CPU, the INT8 twin of the shipped detector (detector_file)
     max_cars: int = 64
     min_box_px: float = 6.0  # boxes narrower or lower than this are skipped
     return_probs: bool = False
@@ -104,7 +143,8 @@ class Pipeline:
             from carpose.detect import DetectorConfig, YoloDetector
 
             self.detector = YoloDetector(DetectorConfig(
-                weights=cfg.detector_weights, classes=cfg.detector_classes, conf=cfg.det_conf, iou=cfg.det_iou,
+                weights=detector_file(cfg.detector_weights, cfg.device, cfg.det_int8),
+                classes=cfg.detector_classes, conf=cfg.det_conf, iou=cfg.det_iou,
                 imgsz=cfg.det_imgsz, max_det=cfg.max_cars, device=cfg.device))
         self.tracker = None
         if cfg.smoothing:

@@ -18,6 +18,8 @@ from pathlib import Path
 PACKAGE = "carpose"
 POSE_MODEL = "carpose_pose.onnx"
 DET_MODEL = "carpose_det.onnx"
+#: The detector with 8-bit convolutions, run instead of DET_MODEL on a CPU (carpose.pipeline.detector_file).
+DET_MODEL_INT8 = "carpose_det_int8.onnx"
 #: The source checkout this module lives in (its models/ folder exists only in a checkout).
 SOURCE_ROOT = Path(__file__).resolve().parents[1]
 
@@ -89,7 +91,7 @@ def default_model_path(name: str) -> Path:
 def missing_model_message(path: Path) -> str:
     """Why ``path`` cannot be loaded; for a shipped model's name, every place it was looked for."""
     msg = f"model {path} does not exist"
-    if path.name in (POSE_MODEL, DET_MODEL):
+    if path.name in (POSE_MODEL, DET_MODEL, DET_MODEL_INT8):
         tried = ", ".join(str(d / path.name) for d in model_dirs())
         msg += f" (the shipped {path.name} is looked for in: {tried})"
     return msg

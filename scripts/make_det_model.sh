@@ -62,6 +62,9 @@
 #    height and width (each frame fitted into the box, padded only to a multiple of 32) and operated at 0.5
 #    (the lowest of 0.45 / 0.5 / 0.55 at which precision meets 0.85 on both sources); 0.3 / 0.7 beat 0.5 / 0.5 on the
 #    mean AP over sources (models/README.md, "round 4").
+# 11. Its INT8 twin for CPUs (opt-in: det_int8:=true): backbone and neck convolutions int8, calibrated on 256
+#    unlabelled real photos, the head, stem, SPPF and C2PSA float, scores matched to the float file's operating
+#    point on those photos (models/README.md, "INT8"); 1 min.
 # Validation frames are never backgrounds nor pseudo-labelled (both refused by the tools).
 # Measured on 2 cores: 2.4 min of pseudo-labelling, 19 min of rendering, 34 min of training (step 3);
 # step 4: 2 min of rendering, 42 min of training; step 5: 6 min of pseudo-labelling, 55 min of training;
@@ -122,3 +125,6 @@ WIDE_STUDENT=$OUT/det_640.onnx  # step 9
   --lr0 0.0005 --init "$ROUND3" --real --export-hw 352 640 --export "$WIDE_STUDENT"
 carpose-det-soup "$ROUND3" "$WIDE_STUDENT" --weights 0.3 0.7 --operate-at 0.5 --export-hw 352 640 --dynamic \
   --out "${EXPORT:-models/carpose_det.onnx}"  # step 10
+EXPORT=${EXPORT:-models/carpose_det.onnx}
+carpose-det-int8 "$EXPORT" --calib "$SHARED/real_unlabelled" --count 256 --quiet \
+  --out "$(dirname "$EXPORT")/carpose_det_int8.onnx"  # step 11

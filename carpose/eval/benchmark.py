@@ -159,7 +159,7 @@ def _matched_errors(cases: list[ErrorCase]) -> PoseScores:
 def run_benchmark(sources: list[RealSource], pose_model: str | Path = DEFAULT_POSE_MODEL,
                   det_model: str | Path | None = DEFAULT_DET_MODEL, conf: float = 0.35,
                   det_classes: dict | None = None, imgsz: int = 0, progress: bool = True,
-                  timing_frames: int = 30, mirror_tta: bool | None = None) -> dict:
+                  timing_frames: int = 30, mirror_tta: bool | None = None, det_int8: bool = False) -> dict:
     """Every number of the benchmark (see the module docstring), plus the cases and frame verdicts for
     the sheets under the keys ``_cases`` and ``_verdicts``."""
     if not sources:
@@ -178,7 +178,8 @@ def run_benchmark(sources: list[RealSource], pose_model: str | Path = DEFAULT_PO
         # The PR curves need every detection (threshold 0.01); the timings run at ``conf``, the runtime's.
         eval_pipe = Pipeline(PipelineConfig(pose_model=pose_model, detector_weights=det_model,
                                             detector_classes=det_classes, det_conf=0.01, det_imgsz=imgsz,
-                                            max_cars=100))
+                                            det_int8=det_int8, max_cars=100))
+        res["det_model"] = str(eval_pipe.detector.weights)  # the INT8 twin, where the CPU runs it
         res["det_input_hw"] = list(eval_pipe.detector.input_hw)
         res["det_follows_aspect"] = eval_pipe.detector.follows_aspect
     for src in sources:
@@ -400,6 +401,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--conf", type=float, default=0.35, help="the detector's operating threshold")
     p.add_argument("--imgsz", type=int, default=0,
                    help="detector input long side (0: the model's own; a fixed-size ONNX always uses its own)")
+    p.add_argument("--det-int8", action="store_true",
+                   help="on a CPU, run the shipped detector's INT8 twin (as the node's det_int8:=true)")
     p.add_argument("--timing-frames", type=int, default=30, help="frames per source timed with the runtime's settings")
     p.add_argument("--out", default="runs/benchmark", help="folder for benchmark.json/.md and the sheets")
     p.add_argument("--quiet", action="store_true")
@@ -410,7 +413,7 @@ def main(argv: list[str] | None = None) -> int:
         sources = available_sources(args.sources, "carpose-benchmark")
         res = run_benchmark(sources, args.pose_model, None if args.no_det else args.det_model, args.conf,
                             parse_classes(args.det_classes), args.imgsz, not args.quiet, args.timing_frames,
-                            args.mirror_tta)
+                            args.mirror_tta, args.det_int8)
         written = write_outputs(res, Path(args.out))
     except (FileNotFoundError, ValueError) as exc:
         print(f"carpose-benchmark: error: {exc}", file=sys.stderr)
