@@ -218,6 +218,11 @@ def _as_size(hw: list[int] | tuple[int, int]) -> int | tuple[int, int]:
     return int(hw[0]) if hw[0] == hw[1] else (int(hw[0]), int(hw[1]))
 
 
+def size_hw(size: int | tuple[int, int]) -> tuple[int, int]:
+    """(height, width) of an input size given as a side or as (height, width)."""
+    return (size, size) if isinstance(size, int) else size
+
+
 def onnx_input_size(path: Path) -> tuple[int | tuple[int, int] | None, bool]:
     """(size, fixed) of an ONNX detector's input; (None, False) for other files or unreadable ones.
 
@@ -288,8 +293,7 @@ class YoloDetector:
     def input_hw(self) -> tuple[int, int]:
         """(height, width) of the network input (letterboxed); the largest one when the input follows
         each frame's aspect (:meth:`network_hw`)."""
-        s = self.config.imgsz
-        return (s, s) if isinstance(s, int) else s
+        return size_hw(self.config.imgsz)
 
     @property
     def follows_aspect(self) -> bool:

@@ -30,7 +30,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import math
 import random
 import re
 import sys
@@ -40,11 +39,11 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from carpose.detect import onnx_input_size
+from carpose.detect import onnx_input_size, size_hw
 from carpose.eval.real_sources import refuse_validation_frames
-from carpose.pipeline import INT8_KEY, PipelineConfig
+from carpose.pipeline import INT8_KEY
+from training.detector.soup import DEFAULT_CONF, threshold_shift
 
-DEFAULT_CONF = PipelineConfig().det_conf
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
 #: Calibration photos per block (each block's intermediate tensors are held at once: about 1 GB).
 CALIB_STRIDE = 8
@@ -62,19 +61,29 @@ def calibration_photos(folder: str | Path, count: int, seed: int = 0) -> list[Pa
     return files[:count]
 
 
-def network_input(image_bgr: np.ndarray, box_hw: tuple[int, int]) -> np.ndarray:
-    """1 x 3 x H x W float32 RGB in [0, 1], letterboxed into the box as ultralytics does at run time."""
+def letterboxed(image_bgr: np.ndarray, box_hw: tuple[int, int]) -> np.ndarray:
+    """The image letterboxed into the box as ultralytics does at run time (BGR uint8)."""
     from ultralytics.data.augment import LetterBox
 
-    x = LetterBox(box_hw, auto=False, stride=32)(image=image_bgr)
-    return np.ascontiguousarray(x[:, :, ::-1].transpose(2, 0, 1)[None], dtype=np.float32) / 255.0
+    return LetterBox(box_hw, auto=False, stride=32)(image=image_bgr)
+
+
+def as_tensor(letterboxed_bgr: np.ndarray) -> np.ndarray:
+    """1 x 3 x H x W float32 RGB in [0, 1]: the network's input."""
+    x = letterboxed_bgr[:, :, ::-1].transpose(2, 0, 1)[None]
+    return np.ascontiguousarray(x, dtype=np.float32) / 255.0
+
+
+def network_input(image_bgr: np.ndarray, box_hw: tuple[int, int]) -> np.ndarray:
+    """1 x 3 x H x W float32 RGB in [0, 1], letterboxed into the box as ultralytics does at run time."""
+    return as_tensor(letterboxed(image_bgr, box_hw))
 
 
 def _box_of(path: Path) -> tuple[int, int]:
     size, _ = onnx_input_size(path)
     if size is None:
         raise ValueError(f"{path}: not an exported detector with a known input size")
-    return (size, size) if isinstance(size, int) else size
+    return size_hw(size)
 
 
 #: Modules (ultralytics' '/model.<i>/' index) kept float besides the head: YOLO11's stem, SPPF, C2PSA.
@@ -128,10 +137,8 @@ def matching_shift(float_scores: np.ndarray, int8_scores: np.ndarray, conf: floa
     k = int((float_scores >= conf).sum())
     if k == 0 or k > len(int8_scores):
         return 0.0
-    eps = 1e-7
-    logit = lambda p: math.log(max(p, eps) / max(1 - p, eps))  # noqa: E731
     kth = float(np.sort(int8_scores)[::-1][k - 1])  # the k-th best int8 box should score conf
-    return logit(conf) - logit(kth) + 1e-6
+    return threshold_shift(min(max(kth, 1e-7), 1 - 1e-7), conf) + 1e-6
 
 
 def float_nodes(model, modules: tuple[int, ...] = FLOAT_MODULES) -> list[str]:
@@ -159,7 +166,11 @@ def quantize_detector(src: str | Path, out: str | Path, calib: str | Path, count
     if not src.is_file():
         raise FileNotFoundError(f"no detector at {src}")
     box = _box_of(src)
-    photos = [f for f in calibration_photos(calib, count) if cv2.imread(str(f), cv2.IMREAD_COLOR) is not None]
+    # Each photo is read once and kept letterboxed (uint8, ~0.7 MB at 352 x 640): calibration and the
+    # score match both use it.
+    files = calibration_photos(calib, count)
+    photos = [letterboxed(im, box) for f in tqdm(files, desc="reading photos", unit="photo", disable=not progress)
+              if (im := cv2.imread(str(f), cv2.IMREAD_COLOR)) is not None]
     photos = photos[:len(photos) - len(photos) % CALIB_STRIDE]
     if not photos:
         raise ValueError(f"fewer than {CALIB_STRIDE} readable photos under {calib}")
@@ -170,20 +181,20 @@ def quantize_detector(src: str | Path, out: str | Path, calib: str | Path, count
         tensors, where one pass would hold every intermediate tensor of every photo in memory."""
 
         def __init__(self) -> None:
-            self.files = iter(photos)
+            self.block = iter(photos)
 
         def __len__(self) -> int:
             return len(photos)
 
         def set_range(self, start_index: int, end_index: int) -> None:
-            self.files = iter(photos[start_index:end_index])
+            self.block = iter(photos[start_index:end_index])
 
         def get_next(self) -> dict | None:
-            f = next(self.files, None)
-            if f is None:
+            photo = next(self.block, None)
+            if photo is None:
                 return None
             bar.update()
-            return {"images": network_input(cv2.imread(str(f), cv2.IMREAD_COLOR), box)}
+            return {"images": as_tensor(photo)}
 
     with tempfile.TemporaryDirectory(prefix="carpose_int8_") as tmp:
         pre = Path(tmp) / "pre.onnx"
@@ -200,7 +211,7 @@ def quantize_detector(src: str | Path, out: str | Path, calib: str | Path, count
         qmodel = onnx.load(str(raw))
         shift = 0.0
         if match_scores:
-            sample = [network_input(im, box) for f in photos[:MATCH_PHOTOS] if (im := cv2.imread(str(f))) is not None]
+            sample = [as_tensor(photo) for photo in photos[:MATCH_PHOTOS]]
             shift = matching_shift(box_scores(src, sample), box_scores(raw, sample))
             shift_class_biases(qmodel, shift)
     info = {"calibration_photos": str(calib), "count": len(photos), "method": "MinMax, QDQ, per-channel weights",
