@@ -47,6 +47,7 @@ def test_onnx_warm_start_reproduces_the_exported_model(pose_scenes, tmp_path):
                  "--export-hw", "96", "128"]) == 0
     args = (out2 / "train" / "args.yaml").read_text().splitlines()
     assert "optimizer: AdamW" in args and "lr0: 0.0005" in args
+    assert "warmup_bias_lr: 0.0" in args  # not ultralytics' 0.1, which undoes a warm start under AdamW
     det = YoloDetector(DetectorConfig(weights=onnx2, conf=0.001))
     assert det.input_hw == (96, 128)
 

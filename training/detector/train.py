@@ -43,7 +43,8 @@ def no_integration_callbacks() -> None:
 def train_detector(scenes: str | Path | list, out: str | Path, epochs: int, imgsz: int, batch: int, workers: int,
                    device: str, arch: str = "yolo11n.yaml", seed: int = 0, fraction: float = 1.0,
                    init: str | Path | None = None, hours: float | None = None, resume: bool = False,
-                   pseudo: list[str | Path] | None = None, lr0: float | None = None) -> Path:
+                   pseudo: list[str | Path] | None = None, lr0: float | None = None,
+                   warmup_bias_lr: float = 0.0) -> Path:
     """Train; return the path of the final .pt weights (``last.pt``: the synthetic validation split
     that ultralytics' ``best.pt`` is chosen on says little about real frames). Every epoch's weights
     stay as ``epoch<N>.pt`` (N counts from 0) so a run can be scored per epoch on real frames.
@@ -56,7 +57,9 @@ def train_detector(scenes: str | Path | list, out: str | Path, epochs: int, imgs
     real photos and teacher labels join the training images (never the validation split: the
     synthetic validation split stays synthetic, and the choice is made on real sources anyway).
     ``lr0``: AdamW at this learning rate instead of ultralytics' 'auto' optimizer (which ignores any
-    lr0 and, for runs this short, picks AdamW at 0.002): a gentler fine-tuning of a warm start."""
+    lr0 and, for runs this short, picks AdamW at 0.002): a gentler fine-tuning of a warm start.
+    ``warmup_bias_lr``: where the biases' rate starts its warm-up with ``lr0`` (0.1 only to reproduce
+    the runs made before the default was mended, below)."""
     from ultralytics import YOLO
 
     no_integration_callbacks()
@@ -90,7 +93,11 @@ def train_detector(scenes: str | Path | list, out: str | Path, epochs: int, imgs
     model = YOLO(start)  # an architecture file builds random weights: no download
     extra = {"time": hours} if hours else {}
     if lr0 is not None:
-        extra |= {"optimizer": "AdamW", "lr0": lr0}
+        # warmup_bias_lr 0: ultralytics' warm-up starts the biases' rate at 0.1 (made for SGD from
+        # scratch; its 'auto' optimizer sets 0 itself, an explicit AdamW keeps 0.1), and with AdamW
+        # each warm-up step then moves every bias, BatchNorm shifts included, by up to 0.1: the
+        # warm start was lost in the first epoch (every --lr0 run up to round 5 of issue 22).
+        extra |= {"optimizer": "AdamW", "lr0": lr0, "warmup_bias_lr": warmup_bias_lr}
     # A warm start is a fine-tuning: a short LR warm-up (ultralytics' default, 3 epochs, would be a
     # whole CPU run). A timed run re-plans its epoch count after the first epoch, so its last epoch
     # without mosaic is asked for directly.
@@ -149,6 +156,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--fraction", type=float, default=1.0, help="fraction of the training images to use")
     p.add_argument("--init", help="start from these weights (.pt, or an exported .onnx like models/carpose_det.onnx)")
     p.add_argument("--lr0", type=float, help="AdamW at this learning rate (default: ultralytics' 'auto', AdamW 0.002)")
+    p.add_argument("--warmup-bias-lr", type=float, default=0.0,
+                   help="with --lr0: the biases' warm-up starting rate (ultralytics' own default 0.1 moves every "
+                        "bias of a warm start by up to 0.1 a step under AdamW; 0.1 reproduces runs made before "
+                        "2026-12-06's mend)")
     p.add_argument("--hours", type=float, help="train for this long instead of --epochs (fits the LR schedule)")
     p.add_argument("--resume", action="store_true", help="continue <out>/train/weights/last.pt")
     p.add_argument("--pseudo", action="append", metavar="DIR",
@@ -170,7 +181,8 @@ def main(argv: list[str] | None = None) -> int:
         pseudo_photos = [pseudo_folder_provenance(d) for d in args.pseudo or []]
         best = train_detector(args.scenes, args.out, args.epochs, args.imgsz, args.batch, args.workers,
                               args.device, args.arch, fraction=args.fraction, init=args.init, hours=args.hours,
-                              resume=args.resume, pseudo=args.pseudo, lr0=args.lr0)
+                              resume=args.resume, pseudo=args.pseudo, lr0=args.lr0,
+                              warmup_bias_lr=args.warmup_bias_lr)
     except (FileNotFoundError, ValueError) as exc:  # ValidationLeakError too
         print(f"carpose-train-det: error: {exc}", file=sys.stderr)
         return 2
