@@ -9,6 +9,7 @@ import subprocess
 import sys
 
 import numpy as np
+import torch
 
 from carpose.detect import DetectorConfig, YoloDetector
 from training.detector.train import main
@@ -31,7 +32,7 @@ def test_train_det_cli_trains_exports_and_loads(pose_scenes, tmp_path):
 
 def test_onnx_warm_start_reproduces_the_exported_model(pose_scenes, tmp_path):
     """The shipped detector exists only as ONNX (BatchNorm folded); a new run starts from it."""
-    from training.detector.warm_start import max_output_difference, onnx_to_pt
+    from training.detector.warm_start import letterboxed, max_output_difference, onnx_to_pt
 
     out, onnx = tmp_path / "det", tmp_path / "det.onnx"
     assert main([str(pose_scenes), "--out", str(out), "--epochs", "1", "--imgsz", "128", "--batch", "4",
@@ -39,6 +40,14 @@ def test_onnx_warm_start_reproduces_the_exported_model(pose_scenes, tmp_path):
     pt = onnx_to_pt(onnx, tmp_path / "back.pt")
     # boxes are in input pixels (0..128); the .pt stores FP16, hence a small tolerance
     assert max_output_difference(onnx, pt, size=128) < 0.5
+    # Training normalises by the batch's statistics: with identity BatchNorms that is another
+    # network; calibrated on the batch, the same one (and still the exported one at inference).
+    photos = sorted((out / "yolo_data" / "images").rglob("*.jpg"))
+    calibrated = onnx_to_pt(onnx, tmp_path / "calibrated.pt", calibration=photos, imgsz=128)
+    assert max_output_difference(onnx, calibrated, size=128) < 0.5
+    batch = torch.from_numpy(letterboxed(photos, 128))
+    gap = {p.stem: train_vs_eval_gap(p, batch) for p in (pt, calibrated)}
+    assert gap["calibrated"] < 1e-2 < gap["back"], gap
     # and training goes on from it, gently (--lr0: AdamW at that rate, not ultralytics' 'auto', which
     # would ignore it): a rectangular export for wide cameras
     out2, onnx2 = tmp_path / "det2", tmp_path / "det2.onnx"
@@ -50,6 +59,31 @@ def test_onnx_warm_start_reproduces_the_exported_model(pose_scenes, tmp_path):
     assert "warmup_bias_lr: 0.0" in args  # not ultralytics' 0.1, which undoes a warm start under AdamW
     det = YoloDetector(DetectorConfig(weights=onnx2, conf=0.001))
     assert det.input_hw == (96, 128)
+
+
+def train_vs_eval_gap(pt, batch) -> float:
+    """Largest difference of the raw head maps in training mode (BatchNorm on the batch's own
+    statistics) and in inference mode (running statistics), relative to their size."""
+    from ultralytics import YOLO
+
+    net = YOLO(str(pt), task="detect", verbose=False).model.float()
+    head = net.model[-1]
+    outs = []
+    for bn_training in (True, False):
+        net.train(bn_training)
+        head.training = True  # raw maps either way
+        with torch.no_grad():
+            outs.append(net(batch))
+    a, b = (torch.cat([t.flatten() for t in tensors(o)]) for o in outs)
+    return float((a - b).abs().max() / b.abs().max())
+
+
+def tensors(out) -> list:
+    """Every tensor of a (nested) model output."""
+    if torch.is_tensor(out):
+        return [out]
+    items = out.values() if isinstance(out, dict) else out if isinstance(out, (list, tuple)) else []
+    return [t for item in items for t in tensors(item)]
 
 
 def test_training_loads_no_integration_callbacks():

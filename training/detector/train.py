@@ -89,7 +89,7 @@ def train_detector(scenes: str | Path | list, out: str | Path, epochs: int, imgs
     if init is not None:
         from training.detector.warm_start import as_weights
 
-        start = str(as_weights(init, out / "init_from_onnx.pt", arch))
+        start = str(as_weights(init, out / "init_from_onnx.pt", arch, calibration_images(data_yaml), imgsz))
     model = YOLO(start)  # an architecture file builds random weights: no download
     extra = {"time": hours} if hours else {}
     if lr0 is not None:
@@ -111,6 +111,23 @@ def train_detector(scenes: str | Path | list, out: str | Path, epochs: int, imgs
     if not last.exists():
         raise RuntimeError(f"ultralytics wrote no {last}")
     return last
+
+
+def calibration_images(data_yaml: Path, count: int = 64, seed: int = 0) -> list[Path]:
+    """``count`` training images drawn evenly from every training folder of ``data_yaml`` (scenes and
+    pseudo-labelled photos alike): what an ONNX warm start's BatchNorms are calibrated on."""
+    import random
+
+    import yaml
+
+    cfg = yaml.safe_load(data_yaml.read_text())
+    root = Path(cfg.get("path", data_yaml.parent))
+    dirs = cfg["train"] if isinstance(cfg["train"], list) else [cfg["train"]]
+    files = sorted({f for d in dirs for f in (root / d).iterdir()
+                    if f.suffix.lower() in {".jpg", ".jpeg", ".png", ".bmp"}})
+    if not files:
+        raise FileNotFoundError(f"{data_yaml}: no training images to calibrate a warm start on")
+    return random.Random(seed).sample(files, min(count, len(files)))
 
 
 def export_onnx(weights: str | Path, dest: str | Path, imgsz: int | tuple[int, int],

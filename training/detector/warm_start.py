@@ -5,7 +5,14 @@ last shipped detector rather than from random weights, and the repository keeps 
 file. ultralytics exports with the parameter names of the PyTorch module and BatchNorm folded into
 each convolution; this puts every folded weight back into its convolution and makes the BatchNorm
 after it an identity plus the folded bias (running mean 0, variance 1 - eps, scale 1), which gives
-the same outputs and trains on from there.
+the same outputs.
+
+An identity BatchNorm is right at inference but wrong in training, where BatchNorm normalises by the
+batch's own statistics: every layer's output would be rescaled to unit variance and the warm start
+lost at the first step (the loss of the shipped detector started 4x its trained level). Given
+calibration images, :func:`calibrate_batchnorms` gives each BatchNorm the mean and variance of its
+input on them and a scale and shift that undo them: the same outputs at inference, and nearly the
+same under the batch statistics of training (the pose model's warm start does the same).
 """
 
 from __future__ import annotations
@@ -15,8 +22,11 @@ from pathlib import Path
 import numpy as np
 
 
-def onnx_to_pt(onnx_path: str | Path, out_pt: str | Path, arch: str = "yolo11n.yaml") -> Path:
-    """Write ``out_pt``: ``arch`` with the class names and weights of ``onnx_path``."""
+def onnx_to_pt(onnx_path: str | Path, out_pt: str | Path, arch: str = "yolo11n.yaml",
+               calibration: list[str | Path] | None = None, imgsz: int = 640) -> Path:
+    """Write ``out_pt``: ``arch`` with the class names and weights of ``onnx_path``; with
+    ``calibration`` (image files), its BatchNorms calibrated on them at ``imgsz``
+    (:func:`calibrate_batchnorms`), as a training run needs."""
     import ast
 
     import onnx
@@ -62,6 +72,8 @@ def onnx_to_pt(onnx_path: str | Path, out_pt: str | Path, arch: str = "yolo11n.y
     if missing:
         raise ValueError(f"{onnx_path}: {len(missing)} tensors have no place in {arch}: {missing[:4]}")
     net.names = names
+    if calibration:
+        calibrate_batchnorms(net, letterboxed(calibration, imgsz))
     yolo = YOLO(arch, task="detect", verbose=False)  # the wrapper that saves checkpoints ultralytics reloads
     yolo.model = net
     out_pt = Path(out_pt)
@@ -70,14 +82,72 @@ def onnx_to_pt(onnx_path: str | Path, out_pt: str | Path, arch: str = "yolo11n.y
     return out_pt
 
 
-def as_weights(path: str | Path, out_pt: str | Path, arch: str = "yolo11n.yaml") -> Path:
+def letterboxed(paths: list[str | Path], imgsz: int) -> np.ndarray:
+    """The images as the trainer feeds them: N x 3 x imgsz x imgsz RGB float32 0..1, each fitted
+    into the square at its aspect and padded with grey 114."""
+    import cv2
+
+    out = np.full((len(paths), imgsz, imgsz, 3), 114, np.uint8)
+    for k, p in enumerate(paths):
+        img = cv2.imread(str(p), cv2.IMREAD_COLOR)
+        if img is None:
+            raise ValueError(f"{p}: not an image")
+        h, w = img.shape[:2]
+        s = imgsz / max(h, w)
+        nh, nw = max(1, round(h * s)), max(1, round(w * s))
+        top, left = (imgsz - nh) // 2, (imgsz - nw) // 2
+        out[k, top:top + nh, left:left + nw] = cv2.resize(img, (nw, nh), interpolation=cv2.INTER_AREA)
+    return np.ascontiguousarray(out[..., ::-1].transpose(0, 3, 1, 2)).astype(np.float32) / 255.0
+
+
+def calibrate_batchnorms(net, images: np.ndarray, batch: int = 8) -> None:
+    """Give every BatchNorm of ``net`` (identities after :func:`onnx_to_pt`) the per-channel mean m
+    and variance v of its input on ``images``, scale sqrt(v + eps) and shift b + m: at inference
+    (x - m) / sqrt(v + eps) * sqrt(v + eps) + b + m = x + b, the exported function unchanged, and in
+    training a batch like these images is normalised to nearly the same output. One pass suffices:
+    the outputs, so every later layer's input, do not change."""
+    import torch
+
+    bns = [m for m in net.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    sums = {id(b): [0.0, 0.0, 0] for b in bns}
+
+    def record(module, inputs):
+        x = inputs[0].detach().double()
+        acc = sums[id(module)]
+        acc[0] = acc[0] + x.sum(dim=(0, 2, 3))
+        acc[1] = acc[1] + (x * x).sum(dim=(0, 2, 3))
+        acc[2] += x.numel() // x.shape[1]
+
+    hooks = [b.register_forward_pre_hook(record) for b in bns]
+    net.float().eval()
+    try:
+        with torch.no_grad():
+            for i in range(0, len(images), batch):
+                net(torch.from_numpy(images[i:i + batch]))
+    finally:
+        for h in hooks:
+            h.remove()
+    with torch.no_grad():
+        for b in bns:
+            s, ss, n = sums[id(b)]
+            mean = s / n
+            var = (ss / n - mean * mean).clamp_min(0.0)
+            b.running_mean.copy_(mean.float())
+            b.running_var.copy_(var.float())
+            b.weight.copy_(torch.sqrt(var + b.eps).float())
+            b.bias.add_(mean.float())
+
+
+def as_weights(path: str | Path, out_pt: str | Path, arch: str = "yolo11n.yaml",
+               calibration: list[str | Path] | None = None, imgsz: int = 640) -> Path:
     """ultralytics weights for a detector given as ``.pt`` (returned as it is) or as an exported
-    ``.onnx`` (turned back into ``out_pt``): what training, teachers and soups start from."""
+    ``.onnx`` (turned back into ``out_pt``, its BatchNorms calibrated on ``calibration`` images if
+    given): what training, teachers and soups start from."""
     path = Path(path)
     if path.suffix.lower() != ".onnx":
         return path
     Path(out_pt).parent.mkdir(parents=True, exist_ok=True)
-    return onnx_to_pt(path, out_pt, arch)
+    return onnx_to_pt(path, out_pt, arch, calibration, imgsz)
 
 
 def max_output_difference(onnx_path: str | Path, pt_path: str | Path, size: int = 320, seed: int = 0) -> float:
