@@ -57,6 +57,32 @@ def test_a_soup_of_a_detector_with_itself_is_that_detector(soups):
     assert prov["class_logit_shift"] == 0.0
 
 
+def test_a_trained_pt_member_is_folded_before_averaging(soups, tmp_path):
+    """A .pt keeps real BatchNorm statistics, an ONNX member identity ones: the soup of the shipped
+    detector with itself as a .pt (BatchNorms calibrated on photos, as a training run leaves them)
+    is the shipped detector, not a mean of unlike parameters."""
+    import cv2
+
+    from training.detector.warm_start import onnx_to_pt
+
+    _, _, reference, _ = soups
+    rng = np.random.default_rng(1)
+    photos = []
+    for k in range(4):
+        img = cv2.GaussianBlur(rng.integers(0, 255, (120, 200, 3), dtype=np.uint8), (9, 9), 3)
+        photos.append(tmp_path / f"photo{k}.png")
+        cv2.imwrite(str(photos[-1]), img)
+    pt = onnx_to_pt(DEFAULT_DET_MODEL, tmp_path / "trained.pt", calibration=photos, imgsz=160)
+    bn = next(m for m in torch.load(pt, weights_only=False)["model"].modules()
+              if isinstance(m, torch.nn.BatchNorm2d))
+    assert float(bn.running_var.float().std()) > 1e-3  # real statistics, not an identity
+    mixed = make_soup([DEFAULT_DET_MODEL, pt], [0.5, 0.5], tmp_path / "mixed.onnx", HW)
+    image = rng.random((1, 3, *HW), dtype=np.float32)
+    a, b = raw_outputs(reference, image), raw_outputs(mixed, image)
+    assert np.abs(a[:4] - b[:4]).max() < 1.0
+    assert np.abs(a[4:] - b[4:]).max() < 1e-2
+
+
 def test_the_operating_shift_moves_the_threshold_not_the_order(soups):
     plain, shifted, _, _ = soups
     image = np.random.default_rng(1).random((1, 3, *HW), dtype=np.float32)

@@ -42,15 +42,23 @@ DEFAULT_CONF = PipelineConfig().det_conf  # the threshold the node, the benchmar
 
 
 def load_detector_checkpoint(path: str | Path, work_dir: Path, tag: str) -> dict:
-    """An ultralytics checkpoint dict for a ``.pt`` or an exported ``.onnx`` detector."""
+    """An ultralytics checkpoint dict for a ``.pt`` or an exported ``.onnx`` detector, its
+    BatchNorms folded into the convolutions either way (an ONNX file's are; a ``.pt``'s are folded
+    here), so that members of both kinds average layer by layer."""
     import torch
 
-    from training.detector.warm_start import as_weights
+    from training.detector.warm_start import as_weights, fold_batchnorms
 
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no detector at {path}")
-    return torch.load(as_weights(path, work_dir / f"{tag}_{path.stem}.pt"), weights_only=False, map_location="cpu")
+    ckpt = torch.load(as_weights(path, work_dir / f"{tag}_{path.stem}.pt"), weights_only=False, map_location="cpu")
+    if path.suffix.lower() != ".onnx":
+        for key in ("model", "ema"):
+            if ckpt.get(key) is not None:
+                ckpt[key] = ckpt[key].float()
+                fold_batchnorms(ckpt[key])
+    return ckpt
 
 
 def average_state(states: list[dict], weights: list[float]) -> dict:

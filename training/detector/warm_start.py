@@ -138,6 +138,30 @@ def calibrate_batchnorms(net, images: np.ndarray, batch: int = 8) -> None:
             b.bias.add_(mean.float())
 
 
+def fold_batchnorms(net) -> None:
+    """Fold every BatchNorm of ``net`` into the convolution before it, in the form
+    :func:`onnx_to_pt` gives (scale 1, mean 0, variance 1 - eps, the folded bias as its shift): the
+    same function, and the same parameter layout as a detector read back from ONNX, so that weights
+    of both origins can be averaged (carpose-det-soup). A trained ``.pt`` keeps real statistics;
+    averaged with an identity BatchNorm they would mean nothing."""
+    import torch
+
+    convs = {name: m for name, m in net.named_modules() if isinstance(m, torch.nn.Conv2d)}
+    with torch.no_grad():
+        for name, bn in net.named_modules():
+            if not isinstance(bn, torch.nn.BatchNorm2d):
+                continue
+            conv = convs.get(name.rsplit(".", 1)[0] + ".conv") if "." in name else None
+            if conv is None or conv.bias is not None:
+                raise ValueError(f"{name}: a BatchNorm without its bias-free convolution: cannot fold")
+            scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
+            conv.weight.mul_(scale.view(-1, 1, 1, 1))
+            bn.bias.copy_(bn.bias - scale * bn.running_mean)
+            bn.weight.fill_(1.0)
+            bn.running_mean.zero_()
+            bn.running_var.fill_(1.0 - bn.eps)
+
+
 def as_weights(path: str | Path, out_pt: str | Path, arch: str = "yolo11n.yaml",
                calibration: list[str | Path] | None = None, imgsz: int = 640) -> Path:
     """ultralytics weights for a detector given as ``.pt`` (returned as it is) or as an exported
