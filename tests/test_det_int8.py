@@ -16,13 +16,13 @@ import pytest
 
 from carpose.pipeline import DEFAULT_DET_MODEL, INT8_KEY, detector_file
 from carpose.track import iou_matrix
+from training.detector.network_input import network_input
 from training.detector.quantize import (
     box_scores,
     float_nodes,
     head_nodes,
     main,
     matching_shift,
-    network_input,
     quantize_detector,
 )
 

@@ -32,7 +32,8 @@ def test_train_det_cli_trains_exports_and_loads(pose_scenes, tmp_path):
 
 def test_onnx_warm_start_reproduces_the_exported_model(pose_scenes, tmp_path):
     """The shipped detector exists only as ONNX (BatchNorm folded); a new run starts from it."""
-    from training.detector.warm_start import letterboxed, max_output_difference, onnx_to_pt
+    from training.detector.network_input import network_inputs
+    from training.detector.warm_start import max_output_difference, onnx_to_pt
 
     out, onnx = tmp_path / "det", tmp_path / "det.onnx"
     assert main([str(pose_scenes), "--out", str(out), "--epochs", "1", "--imgsz", "128", "--batch", "4",
@@ -45,7 +46,7 @@ def test_onnx_warm_start_reproduces_the_exported_model(pose_scenes, tmp_path):
     photos = sorted((out / "yolo_data" / "images").rglob("*.jpg"))
     calibrated = onnx_to_pt(onnx, tmp_path / "calibrated.pt", calibration=photos, imgsz=128)
     assert max_output_difference(onnx, calibrated, size=128) < 0.5
-    batch = torch.from_numpy(letterboxed(photos, 128))
+    batch = torch.from_numpy(network_inputs(photos, (128, 128)))
     gap = {p.stem: train_vs_eval_gap(p, batch) for p in (pt, calibrated)}
     assert gap["calibrated"] < 1e-2 < gap["back"], gap
     # and training goes on from it, gently (--lr0: AdamW at that rate, not ultralytics' 'auto', which

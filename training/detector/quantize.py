@@ -42,9 +42,9 @@ import numpy as np
 from carpose.detect import onnx_input_size, size_hw
 from carpose.eval.real_sources import refuse_validation_frames
 from carpose.pipeline import INT8_KEY
+from training.detector.network_input import as_tensor, image_files, letterboxed
 from training.detector.soup import DEFAULT_CONF, threshold_shift
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
 #: Calibration photos per block (each block's intermediate tensors are held at once: about 1 GB).
 CALIB_STRIDE = 8
 #: Calibration photos on which the int8 scores are matched to the float ones.
@@ -54,29 +54,11 @@ MATCH_PHOTOS = 128
 def calibration_photos(folder: str | Path, count: int, seed: int = 0) -> list[Path]:
     """``count`` photos drawn at random (fixed seed) from every image under ``folder``."""
     refuse_validation_frames(folder, "INT8 calibration photos")
-    files = sorted(p for p in Path(folder).rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+    files = image_files(folder)
     if not files:
         raise FileNotFoundError(f"no photos under {folder}")
     random.Random(seed).shuffle(files)
     return files[:count]
-
-
-def letterboxed(image_bgr: np.ndarray, box_hw: tuple[int, int]) -> np.ndarray:
-    """The image letterboxed into the box as ultralytics does at run time (BGR uint8)."""
-    from ultralytics.data.augment import LetterBox
-
-    return LetterBox(box_hw, auto=False, stride=32)(image=image_bgr)
-
-
-def as_tensor(letterboxed_bgr: np.ndarray) -> np.ndarray:
-    """1 x 3 x H x W float32 RGB in [0, 1]: the network's input."""
-    x = letterboxed_bgr[:, :, ::-1].transpose(2, 0, 1)[None]
-    return np.ascontiguousarray(x, dtype=np.float32) / 255.0
-
-
-def network_input(image_bgr: np.ndarray, box_hw: tuple[int, int]) -> np.ndarray:
-    """1 x 3 x H x W float32 RGB in [0, 1], letterboxed into the box as ultralytics does at run time."""
-    return as_tensor(letterboxed(image_bgr, box_hw))
 
 
 def _box_of(path: Path) -> tuple[int, int]:

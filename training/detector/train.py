@@ -23,6 +23,7 @@ from pathlib import Path
 from carpose.detect import PROVENANCE_KEY  # importing carpose.detect makes ultralytics offline
 from training.dataset.export import export_yolo
 from training.dataset.provenance import refuse_leaky_datasets
+from training.detector.network_input import image_files
 from training.detector.pseudo_label import pseudo_folder_provenance
 
 #: ultralytics' trainer integrations, each imported by every training while its setting is on.
@@ -123,8 +124,7 @@ def calibration_images(data_yaml: Path, count: int = 64, seed: int = 0) -> list[
     cfg = yaml.safe_load(data_yaml.read_text())
     root = Path(cfg.get("path", data_yaml.parent))
     dirs = cfg["train"] if isinstance(cfg["train"], list) else [cfg["train"]]
-    files = sorted({f for d in dirs for f in (root / d).iterdir()
-                    if f.suffix.lower() in {".jpg", ".jpeg", ".png", ".bmp"}})
+    files = sorted({f for d in dirs for f in image_files(root / d)})
     if not files:
         raise FileNotFoundError(f"{data_yaml}: no training images to calibrate a warm start on")
     return random.Random(seed).sample(files, min(count, len(files)))

@@ -21,6 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
+from training.detector.network_input import network_inputs
+
 
 def onnx_to_pt(onnx_path: str | Path, out_pt: str | Path, arch: str = "yolo11n.yaml",
                calibration: list[str | Path] | None = None, imgsz: int = 640) -> Path:
@@ -73,31 +75,13 @@ def onnx_to_pt(onnx_path: str | Path, out_pt: str | Path, arch: str = "yolo11n.y
         raise ValueError(f"{onnx_path}: {len(missing)} tensors have no place in {arch}: {missing[:4]}")
     net.names = names
     if calibration:
-        calibrate_batchnorms(net, letterboxed(calibration, imgsz))
+        calibrate_batchnorms(net, network_inputs(calibration, (imgsz, imgsz)))
     yolo = YOLO(arch, task="detect", verbose=False)  # the wrapper that saves checkpoints ultralytics reloads
     yolo.model = net
     out_pt = Path(out_pt)
     out_pt.parent.mkdir(parents=True, exist_ok=True)
     yolo.save(str(out_pt))
     return out_pt
-
-
-def letterboxed(paths: list[str | Path], imgsz: int) -> np.ndarray:
-    """The images as the trainer feeds them: N x 3 x imgsz x imgsz RGB float32 0..1, each fitted
-    into the square at its aspect and padded with grey 114."""
-    import cv2
-
-    out = np.full((len(paths), imgsz, imgsz, 3), 114, np.uint8)
-    for k, p in enumerate(paths):
-        img = cv2.imread(str(p), cv2.IMREAD_COLOR)
-        if img is None:
-            raise ValueError(f"{p}: not an image")
-        h, w = img.shape[:2]
-        s = imgsz / max(h, w)
-        nh, nw = max(1, round(h * s)), max(1, round(w * s))
-        top, left = (imgsz - nh) // 2, (imgsz - nw) // 2
-        out[k, top:top + nh, left:left + nw] = cv2.resize(img, (nw, nh), interpolation=cv2.INTER_AREA)
-    return np.ascontiguousarray(out[..., ::-1].transpose(0, 3, 1, 2)).astype(np.float32) / 255.0
 
 
 def calibrate_batchnorms(net, images: np.ndarray, batch: int = 8) -> None:
