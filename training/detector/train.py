@@ -124,7 +124,8 @@ def calibration_images(data_yaml: Path, count: int = 64, seed: int = 0) -> list[
     cfg = yaml.safe_load(data_yaml.read_text())
     root = Path(cfg.get("path", data_yaml.parent))
     dirs = cfg["train"] if isinstance(cfg["train"], list) else [cfg["train"]]
-    files = sorted({f for d in dirs for f in image_files(root / d)})
+    # A pseudo-label folder listed several times (to weigh it) is searched once.
+    files = sorted({f for d in dict.fromkeys(dirs) for f in image_files(root / d)})
     if not files:
         raise FileNotFoundError(f"{data_yaml}: no training images to calibrate a warm start on")
     return random.Random(seed).sample(files, min(count, len(files)))
