@@ -188,7 +188,7 @@ class Pipeline:
             skipped += [(d.box_xyxy, f"more than max_cars={self.config.max_cars}") for d in dets[self.config.max_cars:]]
             dets = dets[: self.config.max_cars]
         s = self.pose.input_size
-        crops = np.stack([self.pose.crop(img, d.box_xyxy) for d in dets]) if dets else np.zeros((0, s, s, 3), np.uint8)
+        crops = self.pose.crops(img, np.array([d.box_xyxy for d in dets], np.float64).reshape(-1, 4))
         t2 = time.perf_counter()
         t["crop"] = (t2 - t1) * 1000
         pred = self.pose.predict(crops)

@@ -22,7 +22,7 @@ import numpy as np
 
 from carpose.azimuth_head import DEFAULT_DECODE_HALF_WINDOW, decode
 from carpose.convention import convention_mismatch
-from carpose.crop import CropSpec, crop_box
+from carpose.crop import CropSpec, crop_box, crop_boxes
 from carpose.shipped import missing_model_message
 
 if TYPE_CHECKING:
@@ -214,10 +214,13 @@ class PoseEstimator:
         return PosePrediction(az, conf, probs)
 
     def crop(self, image_bgr: np.ndarray, box_xyxy: np.ndarray) -> np.ndarray:
-        """One RGB crop exactly as training crops were cut (carpose.crop.crop_box)."""
+        """One RGB crop of a car alone in its frame (carpose.crop.crop_box; no other car to grey)."""
         return crop_box(image_bgr, box_xyxy, self.crop_spec)[:, :, ::-1]
 
+    def crops(self, image_bgr: np.ndarray, boxes_xyxy: np.ndarray) -> np.ndarray:
+        """The RGB crops of all cars of a frame exactly as training crops were cut
+        (carpose.crop.crop_boxes: a ``grey_nearer`` model gets each car's nearer neighbours greyed)."""
+        return crop_boxes(image_bgr, boxes_xyxy, self.crop_spec)[:, :, :, ::-1]
+
     def predict_boxes(self, image_bgr: np.ndarray, boxes_xyxy: np.ndarray) -> PosePrediction:
-        crops = np.stack([self.crop(image_bgr, b) for b in boxes_xyxy]) if len(boxes_xyxy) else \
-            np.zeros((0, self.input_size, self.input_size, 3), np.uint8)
-        return self.predict(crops)
+        return self.predict(self.crops(image_bgr, boxes_xyxy))

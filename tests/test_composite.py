@@ -261,3 +261,31 @@ def test_a_warm_start_calibrates_batchnorm_on_composites_not_on_black_canvases(l
     assert np.array_equal(crops[0], first.numpy().transpose(1, 2, 0).astype(np.uint8))
     border = np.concatenate([crops[:, :3].reshape(-1, 3), crops[:, -3:].reshape(-1, 3)])
     assert np.mean(np.all(border == 0, axis=1)) < 0.05  # the photo around the car, not the canvas' black
+
+
+def test_grey_nearer_greys_the_box_of_a_neighbour_in_front_and_nothing_else(layers):
+    """What a ``grey_nearer`` model sees at run time (carpose.crop.nearer_boxes): the detector box of the
+    car in front painted with the fill. In the composite the front neighbour's box is greyed, every
+    other pixel is the composite's without greying; a neighbour behind is never greyed."""
+    rows, cfg = _rows(layers)
+    cfg = _plain(cfg)
+    bg = np.full((96, 96, 3), 90, np.uint8)
+    greyed = 0
+    for i, r in enumerate(rows):
+        other = rows[(i + 1) % len(rows)]
+        kw = dict(with_alpha=True, neighbour=other, ncfg=NeighbourConfig(front_prob=1.0))
+        plain = composite_layers(r, bg, np.random.default_rng(7), cfg, nrng=np.random.default_rng(i), **kw)
+        grey = composite_layers(r, bg, np.random.default_rng(7), cfg, nrng=np.random.default_rng(i),
+                                grey_nearer=True, **kw)
+        changed = np.any(grey.image != plain.image, axis=2)
+        assert np.array_equal(grey.bbox, plain.bbox)
+        ys, xs = np.nonzero(changed)
+        if len(xs):  # one grey rectangle (clipped by the crop; its edge resized), not the car's outline
+            greyed += 1
+            assert np.mean(np.all(grey.image[changed] == cfg.crop.fill, axis=1)) > 0.7
+            assert changed[ys.min():ys.max() + 1, xs.min():xs.max() + 1].mean() > 0.9
+        kw["ncfg"] = NeighbourConfig(front_prob=0.0)
+        behind = [composite_layers(r, bg, np.random.default_rng(7), cfg, nrng=np.random.default_rng(i),
+                                   grey_nearer=g, **kw).image for g in (False, True)]
+        assert np.array_equal(*behind)
+    assert greyed >= 3, greyed  # the others stand less than the margin lower (nearer_boxes)

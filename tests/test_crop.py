@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from carpose.crop import CropSpec, box_in_crop, crop_box, crop_region
+from carpose.crop import CropSpec, box_in_crop, crop_box, crop_boxes, crop_region, nearer_boxes
 
 
 def _image(h=200, w=300):
@@ -56,3 +56,47 @@ def test_bad_image_and_spec_raise():
         CropSpec(size=4)
     with pytest.raises(ValueError):
         CropSpec(context=2.0)
+
+
+def test_nearer_boxes_are_the_overlapping_ones_lower_in_the_image():
+    car = (100, 50, 160, 90)  # 40 px tall: nearer means a bottom edge below 92
+    frame = np.array([car,                  # the car itself: not nearer than itself
+                      (140, 60, 220, 110),  # overlaps, bottom lower: nearer
+                      (60, 40, 110, 80),    # overlaps, bottom higher: farther
+                      (200, 60, 260, 120),  # lower but beside, not overlapping
+                      (120, 45, 170, 100),  # overlaps two thirds of it, lower: nearer
+                      (102, 48, 165, 91),   # the same car boxed again, 1 px lower: not nearer
+                      (95, 30, 180, 140)], np.float64)  # holds all of it: seen over it, not greyed
+    np.testing.assert_array_equal(nearer_boxes(car, frame), frame[[1, 4]])
+    assert nearer_boxes(car, np.zeros((0, 4))).shape == (0, 4)
+
+
+def test_crop_box_greys_the_given_boxes_in_the_crop_only():
+    img = _image()
+    before = img.copy()
+    spec = CropSpec(size=40, context=0.0, fill=114)
+    out = crop_box(img, (100, 50, 140, 90), spec, grey=np.array([[120, 70, 200, 150]]))
+    assert np.all(out[20:, 20:] == 114)  # the lower-right quarter lies under the grey box
+    np.testing.assert_array_equal(out[:20, :], img[50:70, 100:140])
+    np.testing.assert_array_equal(img, before)  # the frame itself is untouched
+
+
+def test_crop_boxes_grey_nearer_greys_each_car_s_nearer_neighbour_only():
+    """A parked row: car A farther (bottom 90), car B nearer (bottom 110) overlapping A's right half.
+    A's crop loses B's pixels to grey; B's crop keeps A, which stands behind it."""
+    img = _image()
+    boxes = np.array([(100, 50, 140, 90), (120, 60, 170, 110)], np.float64)
+    plain = crop_boxes(img, boxes, CropSpec(size=40, context=0.0))
+    grey = crop_boxes(img, boxes, CropSpec(size=40, context=0.0, occluders="grey_nearer"))
+    np.testing.assert_array_equal(plain[1], grey[1])
+    assert np.all(grey[0][10:, 20:] == 114) and not np.all(plain[0][10:, 20:] == 114)
+    np.testing.assert_array_equal(grey[0][:10], plain[0][:10])
+    assert crop_boxes(img, np.zeros((0, 4)), CropSpec(size=40)).shape == (0, 40, 40, 3)
+
+
+def test_occluder_mode_round_trips_and_old_records_mean_none():
+    spec = CropSpec(occluders="grey_nearer")
+    assert CropSpec.from_dict(spec.to_dict()) == spec
+    assert CropSpec.from_dict({"size": 128, "context": 0.1, "fill": 114}).occluders == "none"
+    with pytest.raises(ValueError, match="occluders"):
+        CropSpec(occluders="blur")

@@ -109,6 +109,35 @@ def test_pipeline_skips_bad_boxes_with_reasons_and_batches_the_rest(tiny_pipe):
         tiny_pipe.process(img, boxes=np.zeros((2, 3)))
 
 
+def test_a_grey_nearer_model_gets_each_car_with_its_nearer_neighbour_greyed(tiny_pipe, tmp_path):
+    """Issue 21: a model whose crop record says ``grey_nearer`` (trained with carpose-train --grey-nearer)
+    is fed, by the pipeline, each car's crop with the boxes of the overlapping nearer cars of the frame
+    painted grey: the car behind is read from what is left of it, the car in front as it is."""
+    import onnx
+
+    from carpose.crop import CropSpec, crop_box
+    from carpose.pose import METADATA_KEY
+
+    m = onnx.load(str(tiny_pipe.pose.model_path))
+    entry = next(e for e in m.metadata_props if e.key == METADATA_KEY)
+    meta = json.loads(entry.value)
+    meta["crop"] = {**meta["crop"], "occluders": "grey_nearer"}
+    entry.value = json.dumps(meta)
+    onnx.save(m, str(tmp_path / "grey.onnx"))
+    pipe = Pipeline(PipelineConfig(pose_model=tmp_path / "grey.onnx", detector_weights=None, return_probs=True))
+    assert pipe.pose.crop_spec.occluders == "grey_nearer"
+    img = np.random.default_rng(3).integers(0, 255, (120, 160, 3), dtype=np.uint8)
+    behind, front = [20.0, 20.0, 80.0, 60.0], [50.0, 30.0, 120.0, 90.0]  # front: its bottom edge lower
+    scored = np.array([[*behind, 0.9], [*front, 0.8]])
+    res, plain = pipe.process(img, boxes=scored), tiny_pipe.process(img, boxes=scored)
+    np.testing.assert_allclose(res.cars[1].probs, plain.cars[1].probs, atol=1e-6)
+    assert np.abs(res.cars[0].probs - plain.cars[0].probs).max() > 1e-4
+    spec = pipe.pose.crop_spec
+    greyed = crop_box(img, behind, spec, grey=np.array([front]))[:, :, ::-1]
+    np.testing.assert_allclose(res.cars[0].probs, pipe.pose.predict(greyed).probs[0], atol=1e-6)
+    assert CropSpec.from_dict(meta["crop"]) == spec
+
+
 def test_pipeline_smoothing_assigns_tracks(tiny_pipe):
     img = np.random.default_rng(1).integers(0, 255, (120, 160, 3), dtype=np.uint8)
     tiny_pipe.set_smoothing(True)

@@ -204,6 +204,31 @@ def test_kitti_labels_from_rendered_scenes_give_the_rendered_azimuths(pose_scene
         np.max(angular_error(az, truth)) < 0.01
 
 
+def test_true_box_crops_of_a_grey_nearer_model_grey_the_nearer_labelled_cars(tmp_path):
+    """The benchmark's and training's real crops (``kitti_crops``) grey, for a ``grey_nearer`` spec, the
+    nearer overlapping boxes of every labelled object of the scored types, even one too small or too
+    occluded to be scored itself; other types (a pedestrian) stay as they are."""
+    import cv2
+
+    from carpose.crop import CropSpec
+
+    (tmp_path / "image_2").mkdir()
+    (tmp_path / "label_2").mkdir()
+    img = np.random.default_rng(0).integers(0, 255, (200, 300, 3), dtype=np.uint8)
+    cv2.imwrite(str(tmp_path / "image_2" / "000000.png"), img)
+    (tmp_path / "label_2" / "000000.txt").write_text(
+        "Car 0.00 0 -1.57 100 60 160 100 1.5 1.6 4.0 0.0 1.6 20.0 -1.57\n"      # behind
+        "Van 0.00 3 1.57 140 70 220 130 1.5 1.6 4.0 1.0 1.6 15.0 1.57\n"        # nearer, too occluded to score
+        "Pedestrian 0.00 0 0.0 95 55 115 110 1.7 0.5 0.5 -1.0 1.6 18.0 0.0\n")  # nearer, not a car
+    kw = dict(types=("Car", "Van"), min_height=0, max_truncation=1.0, max_occlusion=2, progress=False)
+    plain = kitti_crops(tmp_path, CropSpec(size=64, context=0.0), **kw)
+    grey = kitti_crops(tmp_path, CropSpec(size=64, context=0.0, occluders="grey_nearer"), **kw)
+    assert len(plain) == len(grey) == 1 and plain.skipped["occluded"] == 1
+    changed = np.any(grey.crops[0] != plain.crops[0], axis=2)
+    assert changed[:, :8].sum() == 0  # the pedestrian's corner of the crop is untouched
+    assert changed[20:, 48:].mean() > 0.9 and changed[:8].sum() == 0  # the van's box, from its top edge
+
+
 def test_kitti_label_parser_hand_made(tmp_path):
     f = tmp_path / "000000.txt"
     f.write_text("Car 0.00 0 1.5707963 100 120 300 220 1.5 1.6 4.0 1.0 1.6 20.0 1.62\n"

@@ -16,10 +16,10 @@ from carpose.convention import angular_error
 from carpose.crop import CropSpec
 from carpose.eval.real_sources import ValidationLeakError, shared_root
 from training.dataset.provenance import refuse_leaky_datasets
-from training.dataset.reader import CarposeDataset, validate
+from training.dataset.reader import CarposeDataset, DatasetError, validate
 from training.detector.pseudo_label import touches_frame
 from training.pose.data import CropStream
-from training.pose.pseudo_pose import cap_per_sector, main, mirror_consistent, sector_of, write_crops
+from training.pose.pseudo_pose import cap_per_sector, main, mirror_consistent, pseudo_pose, sector_of, write_crops
 
 
 def test_only_confident_readings_that_agree_with_the_mirror_are_kept():
@@ -64,6 +64,12 @@ def test_crops_file_trains_and_remembers_its_photos(tmp_path):
     rows = list(CropStream([out, out], train=False))  # listed twice: read twice (how a small set is oversampled)
     assert len(rows) == 20 and rows[0][0].shape == (3, 32, 32)
     np.testing.assert_allclose(sorted(float(a) for _, a in rows), sorted(np.tile(label, 2)), rtol=1e-5)
+    with pytest.raises(DatasetError, match="carpose-pseudo-pose --grey-nearer"):
+        CropStream([out], train=False, grey_nearer=True)  # real crops cut unlike the run's composites
+    grey = write_crops(tmp_path / "grey.h5", crops, label, bbox, CropSpec(size=32, occluders="grey_nearer"), src)
+    assert len(list(CropStream([grey], train=False, grey_nearer=True))) == 10
+    with pytest.raises(DatasetError, match="occluders='grey_nearer'"):
+        CropStream([grey], train=False)
     leaky = write_crops(tmp_path / "leaky.h5", crops, label, bbox, CropSpec(size=32),
                         {"photos_folder": str(shared_root() / "real" / "kitti_val" / "image_2")})
     with pytest.raises(ValidationLeakError):
@@ -84,3 +90,25 @@ def test_cli_labels_detected_cars_and_refuses_validation_frames(unlabelled_photo
     val = shared_root() / "real" / "kitti_val" / "image_2"
     assert main(["--images", str(val), "--out", str(tmp_path / "no.h5"), "--quiet"]) == 2
     assert not (tmp_path / "no.h5").exists()
+
+
+def test_grey_nearer_stores_crops_with_the_nearer_car_greyed_but_labels_them_as_the_teacher_reads(tmp_path):
+    """A parked row in one photo: car A behind, car B nearer overlapping A's right half, car C cut by the
+    frame and nearer still, over A's left edge. With --grey-nearer A's stored crop has B's and C's boxes
+    grey (C is not cropped, being cut by the frame, but still hides A), B's crop is as without; the
+    labels are the teacher's readings of the crops it was trained on, so they do not change."""
+    rng = np.random.default_rng(1)
+    photo = tmp_path / "street" / "row.jpg"
+    photo.parent.mkdir()
+    cv2.imwrite(str(photo), cv2.resize(rng.integers(0, 255, (30, 40, 3), dtype=np.uint8), (400, 300)))
+    boxes = {photo: np.array([[150, 100, 230, 160], [190, 110, 290, 190], [0, 120, 160, 240]], np.float64)}
+    kw = dict(pose_model="models/carpose_pose.onnx", min_conf=0.0, max_disagree=180.0, progress=False)
+    plain = pseudo_pose(boxes, **kw)
+    grey = pseudo_pose(boxes, grey_nearer=True, **kw)
+    assert len(plain["crops"]) == len(grey["crops"]) == 2  # C touches the frame: not a training crop
+    np.testing.assert_allclose(grey["label"], plain["label"])
+    assert grey["crop_spec"].occluders == "grey_nearer" and plain["crop_spec"].occluders == "none"
+    np.testing.assert_array_equal(grey["crops"][1], plain["crops"][1])
+    changed = np.any(grey["crops"][0] != plain["crops"][0], axis=2)
+    assert changed[:, -20:].mean() > 0.4 and changed[:, :8].mean() > 0.4  # B on the right, C on the left
+    assert np.mean(np.all(grey["crops"][0][changed] == 114, axis=1)) > 0.8  # the rest: the grey edge resized

@@ -13,7 +13,7 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from carpose.crop import CropSpec, crop_box
+from carpose.crop import CropSpec, crop_box, nearer_boxes
 from carpose.eval.kitti import kitti_pairs, parse_kitti_label
 from carpose.pose import PoseEstimator
 
@@ -43,12 +43,15 @@ def kitti_crops(root: str | Path, spec: CropSpec, types: tuple[str, ...] = ("Car
                 max_truncation: float = 0.5, max_occlusion: int = 2, progress: bool = True,
                 images: str | Path | None = None) -> KittiCrops:
     """RGB crops of the labelled cars (the KITTI 'moderate' filter by default), cut as the runtime cuts
-    detector boxes (``spec``: the model's ``PoseEstimator.crop_spec``), and their azimuths."""
+    detector boxes (``spec``: the model's ``PoseEstimator.crop_spec``), and their azimuths. A
+    ``grey_nearer`` spec greys the nearer overlapping boxes of every labelled object of ``types`` in the
+    frame, whatever its size, truncation or occlusion: what a detector of those types would box."""
     crops, az, sure, height, refs = [], [], [], [], []
     skipped = {"type": 0, "small": 0, "truncated": 0, "occluded": 0, "unreadable": 0}
     for img_path, lab_path in tqdm(kitti_pairs(root, images), desc="kitti", disable=not progress, leave=False):
         objs = parse_kitti_label(lab_path)
         img = None
+        frame = np.array([o.box_xyxy for o in objs if o.type in types], np.float64).reshape(-1, 4)
         for k, o in enumerate(objs):
             if o.type not in types:
                 skipped["type"] += 1
@@ -67,7 +70,8 @@ def kitti_crops(root: str | Path, spec: CropSpec, types: tuple[str, ...] = ("Car
                 if img is None:
                     skipped["unreadable"] += 1
                     break
-            crops.append(crop_box(img, o.box_xyxy, spec)[:, :, ::-1])
+            grey = nearer_boxes(o.box_xyxy, frame) if spec.occluders == "grey_nearer" else None
+            crops.append(crop_box(img, o.box_xyxy, spec, grey)[:, :, ::-1])
             az.append(o.azimuth_deg)
             sure.append(o.sure)
             height.append(o.height_px)

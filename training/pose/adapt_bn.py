@@ -29,7 +29,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from carpose.crop import CropSpec, crop_box
+from carpose.crop import CropSpec, crop_boxes
 from carpose.eval.kitti import parse_kitti_label
 from carpose.eval.real_sources import refuse_validation_frames
 from training.pose.checkpoint import load_checkpoint, save_checkpoint
@@ -65,14 +65,13 @@ def label_boxes(images: list[Path], labels: Path, types: tuple[str, ...], min_he
 
 
 def real_crops(boxes: dict[Path, np.ndarray], spec: CropSpec, mirror: bool = True) -> np.ndarray:
-    """RGB uint8 crops (N, S, S, 3) of every box, and their mirror images."""
+    """RGB uint8 crops (N, S, S, 3) of every box, cut as ``spec`` says, and their mirror images."""
     crops = []
     for p, bs in boxes.items():
         if not len(bs):
             continue
         img = cv2.imread(str(p), cv2.IMREAD_COLOR)
-        for b in bs:
-            c = crop_box(img, b, spec)[:, :, ::-1]
+        for c in crop_boxes(img, bs, spec)[:, :, :, ::-1]:  # a grey_nearer spec greys each car's nearer ones
             crops.append(c)
             if mirror:
                 crops.append(c[:, ::-1])

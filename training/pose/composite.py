@@ -38,6 +38,7 @@ import cv2
 import numpy as np
 
 from carpose.convention import QUADRANT_NAMES, azimuth_to_quadrant
+from carpose.crop import nearer_boxes
 from carpose.draw import tile_grid
 from carpose.eval.real_sources import refuse_validation_frames
 from training.dataset.reader import CarposeDataset, DatasetError
@@ -122,14 +123,15 @@ def draw_neighbour(row: Mapping[str, np.ndarray], other: Mapping[str, np.ndarray
 def composite_layers(row: Mapping[str, np.ndarray], background: np.ndarray, rng: np.random.Generator,
                      cfg: RenderConfig, occluders: BackgroundSource | None = None,
                      with_alpha: bool = False, neighbour: Mapping[str, np.ndarray] | None = None,
-                     ncfg: NeighbourConfig | None = None, nrng: np.random.Generator | None = None
-                     ) -> FinishedCrop:
+                     ncfg: NeighbourConfig | None = None, nrng: np.random.Generator | None = None,
+                     grey_nearer: bool = False) -> FinishedCrop:
     """One training crop from one layers row (``images``, ``alpha``, ``shadow``, ``bbox``) over
     ``background`` (canvas-sized RGB): the shadow multiplied in, the car blended with its coverage
     (the stored alpha is already antialiased: no feathering), haze, then ``finish_crop``. With
     ``with_alpha`` the result also holds the car's coverage cut like the crop. With ``neighbour`` (another
     layers row) that car stands beside this one (``place_neighbour``, drawn from ``nrng`` so that
-    ``rng``'s draws stay those of a composite without one)."""
+    ``rng``'s draws stay those of a composite without one). With ``grey_nearer`` a neighbour that stands
+    in front has its box painted with the crop fill where the runtime would grey it (``grey_box``)."""
     side = row["images"].shape[0]
     if background.shape != (side, side, 3):
         raise ValueError(f"background {background.shape} does not match the {side} px layers canvas")
@@ -148,8 +150,25 @@ def composite_layers(row: Mapping[str, np.ndarray], background: np.ndarray, rng:
     image = composite(row["images"], alpha, background, feather=False, shadow=shadow, haze=haze)
     if front is not None:
         image = composite(front[0], front[1], image, feather=False, haze=haze)
+        if grey_nearer:
+            image = grey_box(image, np.asarray(row["bbox"], np.float64), front[1], cfg.crop.fill)
     return finish_crop(image, np.asarray(row["bbox"], np.float64), rng, cfg, occluders,
                        alpha=row["alpha"] if with_alpha else None)
+
+
+def grey_box(image: np.ndarray, target_bbox: np.ndarray, coverage: np.ndarray, fill: int) -> np.ndarray:
+    """``image`` with the box of a car's coverage (where it is at least half opaque: the box a detector
+    would draw) painted ``fill`` when it stands nearer than the target by the runtime's rule
+    (carpose.crop.nearer_boxes: lower by a margin, not covering nearly all of it); else unchanged."""
+    ys, xs = np.nonzero(coverage >= 0.5)
+    if not len(xs):
+        return image
+    box = np.array([xs.min(), ys.min(), xs.max() + 1, ys.max() + 1], np.float64)
+    if not len(nearer_boxes(target_bbox, box[None])):
+        return image
+    out = image.copy()
+    out[ys.min():ys.max() + 1, xs.min():xs.max() + 1] = fill
+    return out
 
 
 class Compositor:
@@ -188,14 +207,15 @@ class Compositor:
     def __call__(self, row: Mapping[str, np.ndarray], rng: np.random.Generator, cfg: RenderConfig,
                  with_alpha: bool = False, pool: tuple[int, ...] | None = None,
                  neighbour: Mapping[str, np.ndarray] | None = None, ncfg: NeighbourConfig | None = None,
-                 nrng: np.random.Generator | None = None) -> FinishedCrop:
+                 nrng: np.random.Generator | None = None, grey_nearer: bool = False) -> FinishedCrop:
         """One training crop from a layers row; with ``pool`` (a key, see :meth:`pool`) the background
         and occluder photos come from that pool, else from every photo; with ``neighbour`` another
-        layers row's car stands beside it (``composite_layers``)."""
+        layers row's car stands beside it (``composite_layers``, which greys it when nearer with
+        ``grey_nearer``)."""
         source = self.source if pool is None else self.pool(pool)
         side = row["images"].shape[0]
         bg = self.background(source, rng, side, cfg.procedural_backgrounds, float(row["bbox"][3]) / side)
-        return composite_layers(row, bg, rng, cfg, source, with_alpha, neighbour, ncfg, nrng)
+        return composite_layers(row, bg, rng, cfg, source, with_alpha, neighbour, ncfg, nrng, grey_nearer)
 
 
 def composite_rng(seed: int, epoch: int, file_index: int, row: int) -> np.random.Generator:
@@ -234,10 +254,10 @@ def _layers_tile(row: Mapping[str, np.ndarray], size: int) -> np.ndarray:
 
 
 def preview_sheet(path: str | Path, backgrounds: str | Path, n: int = 8, per_car: int = 3, seed: int = 0,
-                  scale: float = 1.5, neighbours: float = 0.0) -> np.ndarray:
+                  scale: float = 1.5, neighbours: float = 0.0, grey_nearer: bool = False) -> np.ndarray:
     """BGR contact sheet: for each of ``n`` cars its stored layers, then ``per_car`` composites (box and
     azimuth drawn), one car per row; ``neighbours`` of the composites with another car of the file
-    beside it (``NeighbourConfig``)."""
+    beside it (``NeighbourConfig``), greyed when nearer with ``grey_nearer``."""
     comp = Compositor(backgrounds)
     tiles = []
     with CarposeDataset(path) as ds:
@@ -252,7 +272,8 @@ def preview_sheet(path: str | Path, backgrounds: str | Path, n: int = 8, per_car
                 nrng = neighbour_rng(seed, k, 0, int(i))
                 j = neighbour_index(nrng, neighbours, len(ds), int(i))
                 other = None if j is None else {c: ds.h5[c][j] for c in ("images", "alpha", "shadow", "bbox")}
-                done = comp(row, composite_rng(seed, k, 0, int(i)), cfg, neighbour=other, nrng=nrng)
+                done = comp(row, composite_rng(seed, k, 0, int(i)), cfg, neighbour=other, nrng=nrng,
+                            grey_nearer=grey_nearer)
                 img = cv2.cvtColor(cv2.resize(done.image, (size, size), interpolation=cv2.INTER_LINEAR),
                                    cv2.COLOR_RGB2BGR)
                 x1, y1, x2, y2 = np.round(done.bbox * scale).astype(int)
@@ -276,10 +297,11 @@ def main(argv: list[str] | None = None) -> int:
     pv.add_argument("--seed", type=int, default=0)
     pv.add_argument("--neighbours", type=float, default=0.0, help="share of composites with a second car beside")
     pv.add_argument("--quality", type=int, default=85, help="JPEG quality")
+    pv.add_argument("--grey-nearer", action="store_true", help="grey the box of a neighbour in front (carpose-train)")
     args = p.parse_args(argv)
     try:
         sheet = preview_sheet(args.layers, args.backgrounds, n=args.n, per_car=args.per_car, seed=args.seed,
-                              neighbours=args.neighbours)
+                              neighbours=args.neighbours, grey_nearer=args.grey_nearer)
     except (DatasetError, FileNotFoundError, ValueError) as exc:  # ValidationLeakError is a ValueError
         print(f"composite preview: error: {exc}", file=sys.stderr)
         return 2

@@ -140,12 +140,13 @@ def random_erase(f: np.ndarray, rng: np.random.Generator, max_area: float) -> No
 
 class CropStream(IterableDataset):
     """Iterates (image float32 CHW 0..255, azimuth_deg float32) over one or more crops files, and
-    layers files composited onto the photos under ``composite_backgrounds``."""
+    layers files composited onto the photos under ``composite_backgrounds``; with ``grey_nearer`` a
+    neighbour car in front is greyed (carpose.crop: what a ``grey_nearer`` model sees at run time)."""
 
     def __init__(self, paths: list[str | Path], train: bool, aug: AugmentConfig | None = None,
                  seed: int = 0, buffer_chunks: int = 8, limit: int | None = None, rank: int = 0,
                  world_size: int = 1, composite_backgrounds: str | Path | None = None,
-                 neighbours: float = 0.0) -> None:
+                 neighbours: float = 0.0, grey_nearer: bool = False) -> None:
         super().__init__()
         if not paths:
             raise ValueError("no dataset files given")
@@ -160,6 +161,7 @@ class CropStream(IterableDataset):
         if not 0.0 <= neighbours <= 1.0:
             raise ValueError(f"neighbours is a share of the composites, 0..1, not {neighbours}")
         self.neighbours = neighbours
+        self.grey_nearer = grey_nearer
         if composite_backgrounds is not None:  # imported here: it brings the renderer (pyrender) along
             from training.pose.composite import Compositor, layers_config
 
@@ -180,7 +182,13 @@ class CropStream(IterableDataset):
                     self.size = shape[0]
                 elif shape[0] != self.size:
                     raise DatasetError(f"{p} has {shape[0]} px crops, {self.paths[0]} has {self.size} px")
-                self.fill = int(ds.attrs["render_config"].get("crop", {}).get("fill", 114))
+                crop = ds.attrs["render_config"].get("crop", {})
+                self.fill = int(crop.get("fill", 114))
+                if "pseudo_pose" in ds.attrs["render_config"] and \
+                        (crop.get("occluders", "none") == "grey_nearer") != grey_nearer:
+                    raise DatasetError(f"{p}: real crops cut with occluders={crop.get('occluders', 'none')!r}, but "
+                                       f"this run {'greys' if grey_nearer else 'does not grey'} nearer cars: "
+                                       "cut them as the run does (carpose-pseudo-pose --grey-nearer)")
                 chunk = ds.h5["images"].chunks[0] if ds.h5["images"].chunks else 64
                 n = len(ds) if limit is None else min(len(ds), limit)
                 self.chunks += [(fi, s, min(s + chunk, n)) for s in range(0, n, chunk)]
@@ -261,7 +269,7 @@ class CropStream(IterableDataset):
                 j = neighbour_index(nrng, self.neighbours, len(ccols["azimuth_deg"]), row - first)
                 other = None if j is None else {name: col[j] for name, col in ccols.items()}
             img = self.compositor(cols, crop_rng, self.layer_configs[fi], pool=pool, neighbour=other,
-                                  nrng=nrng).image
+                                  nrng=nrng, grey_nearer=self.grey_nearer).image
             aug = self.composite_aug
         else:
             img = cols["images"]

@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import cv2
@@ -31,7 +32,7 @@ import numpy as np
 from tqdm import tqdm
 
 from carpose.convention import CONVENTION_VERSION, angular_error, azimuth_to_bin, circular_mean, flip_azimuth
-from carpose.crop import box_in_crop, crop_region
+from carpose.crop import box_in_crop, crop_boxes, crop_region
 from carpose.draw import arrow_vector, tile_grid
 from carpose.eval.real_sources import refuse_validation_frames
 from carpose.eval.scoring import SECTOR_NAMES
@@ -117,11 +118,13 @@ def sector_sheet(crops: np.ndarray, label: np.ndarray, conf: np.ndarray, per_sec
 
 
 def pseudo_pose(boxes: dict[Path, np.ndarray], pose_model: str | Path, min_conf: float, max_disagree: float,
-                progress: bool = True) -> dict:
+                progress: bool = True, grey_nearer: bool = False) -> dict:
     """Crop, read twice, keep the mirror-consistent ones. Returns crops, labels, confidences, the crop
-    boxes and counts."""
+    boxes and counts. The labelling model reads the crops as it was trained to; with ``grey_nearer``
+    the crops kept are cut again with the nearer boxes of the photo greyed (carpose.crop), as the
+    model trained on them will see them."""
     est = PoseEstimator(pose_model, mirror_tta=False)
-    spec = est.crop_spec
+    spec = replace(est.crop_spec, occluders="grey_nearer") if grey_nearer else est.crop_spec
     crops, boxes_in_crop, az, conf, az_m, conf_m, where = [], [], [], [], [], [], []
     for photo, bs in tqdm(boxes.items(), desc="pseudo-pose", unit="photo", disable=not progress):
         if not len(bs):
@@ -129,12 +132,12 @@ def pseudo_pose(boxes: dict[Path, np.ndarray], pose_model: str | Path, min_conf:
         img = cv2.imread(str(photo), cv2.IMREAD_COLOR)
         if img is None:
             continue
-        bs = bs[~touches_frame(bs, img.shape[1], img.shape[0])]
+        frame, bs = bs, bs[~touches_frame(bs, img.shape[1], img.shape[0])]  # cut cars still hide others
         if not len(bs):
             continue
-        c = np.stack([est.crop(img, b) for b in bs])
+        c = crop_boxes(img, bs, est.crop_spec, frame)[:, :, :, ::-1]
         p, pm = est.predict(c), est.predict(np.ascontiguousarray(c[:, :, ::-1]))
-        crops.append(c)
+        crops.append(c if spec == est.crop_spec else crop_boxes(img, bs, spec, frame)[:, :, :, ::-1])
         boxes_in_crop += [box_in_crop(b, crop_region(b, spec), spec.size) for b in bs]
         where += [f"{photo.parent.name}/{photo.name}," + ",".join(f"{v:.1f}" for v in b) for b in bs]
         az.append(p.azimuth_deg)
@@ -188,6 +191,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--min-conf", type=float, default=0.6, help="pose confidence both readings need")
     p.add_argument("--max-disagree", type=float, default=15.0, help="crop vs mirror, deg")
     p.add_argument("--max-per-sector", type=int, default=None, help="keep at most this many per view sector")
+    p.add_argument("--grey-nearer", action="store_true",
+                   help="store the crops with the nearer overlapping boxes greyed (for carpose-train --grey-nearer)")
     p.add_argument("--quiet", action="store_true")
     args = p.parse_args(argv)
     try:
@@ -202,7 +207,8 @@ def main(argv: list[str] | None = None) -> int:
             boxes = detector_boxes(photos_under(folder), args.detector, args.min_score, args.min_height,
                                    progress=not args.quiet)
             box_source = f"detector {args.detector} (conf >= {args.min_score})"
-        r = pseudo_pose(boxes, args.pose, args.min_conf, args.max_disagree, progress=not args.quiet)
+        r = pseudo_pose(boxes, args.pose, args.min_conf, args.max_disagree, progress=not args.quiet,
+                        grey_nearer=args.grey_nearer)
         idx = cap_per_sector(r["label"], args.max_per_sector)
         source = {"photos_folder": str(folder), "boxes": box_source, "pose_model": str(args.pose),
                   "min_height": args.min_height, "min_conf": args.min_conf, "max_disagree": args.max_disagree,

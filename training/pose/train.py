@@ -135,6 +135,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--neighbours", type=float, default=0.0, metavar="P",
                    help="share of the composites (layers files) that get a second car beside the labelled one, "
                         "as in a parked row (training/pose/composite.py NeighbourConfig); default 0")
+    p.add_argument("--grey-nearer", action="store_true",
+                   help="crops grey the boxes of nearer overlapping cars (carpose.crop, issue 21): a neighbour in "
+                        "front is greyed in the composites, the real validation crops are cut so, real crops "
+                        "files must be (carpose-pseudo-pose --grey-nearer), and the model records it")
     p.add_argument("--val", nargs="*", default=[],
                    help="crops scored after every epoch to pick best.pt (for the shipped model: the training "
                         "cars from new views, the seed's random split), then reported")
@@ -212,9 +216,11 @@ def train(args: argparse.Namespace, world: distributed.World | None = None) -> d
     with CarposeDataset(args.train[0]) as ds:
         input_size = ds.image_shape[0]
         crop = ds.attrs["render_config"].get("crop", {"size": input_size, "context": 0.1, "fill": 114})
+    crop = {**crop, "occluders": "grey_nearer" if args.grey_nearer else "none"}
     train_stream = CropStream(args.train, train=True, aug=AugmentConfig.named(args.aug), seed=args.seed,
                               limit=args.limit, rank=world.rank, world_size=world.size,
-                              composite_backgrounds=args.composite_backgrounds, neighbours=args.neighbours)
+                              composite_backgrounds=args.composite_backgrounds, neighbours=args.neighbours,
+                              grey_nearer=args.grey_nearer)
     train_loader = make_loader(train_stream, args.batch, args.workers)
     val_loader = make_loader(CropStream(args.val, train=False, limit=args.val_limit), 256, min(args.workers, 1)) \
         if args.val and world.main else None  # rank 0 alone scores and chooses best.pt
