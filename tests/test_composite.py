@@ -289,3 +289,25 @@ def test_grey_nearer_greys_the_box_of_a_neighbour_in_front_and_nothing_else(laye
                                    grey_nearer=g, **kw).image for g in (False, True)]
         assert np.array_equal(*behind)
     assert greyed >= 3, greyed  # the others stand less than the margin lower (nearer_boxes)
+
+
+def test_the_neighbour_geometry_of_a_run_comes_from_its_arguments():
+    from training.pose.train import neighbour_config, parse_args
+
+    base = ["--train", "x.h5", "--out", "o"]
+    assert neighbour_config(parse_args(base)) is None  # no neighbours, no geometry
+    near = neighbour_config(parse_args([*base, "--neighbours", "0.5", "--neighbour-front-height", "1.0", "2.2",
+                                        "--neighbour-max-cover", "0.8"]))
+    assert near == NeighbourConfig(front_height=(1.0, 2.2), max_cover=0.8)
+    assert neighbour_config(parse_args([*base, "--neighbours", "0.5"])) == NeighbourConfig()
+    with pytest.raises(ValueError, match="LO <= HI"):
+        neighbour_config(parse_args([*base, "--neighbours", "0.5", "--neighbour-front-height", "2", "1"]))
+
+
+def test_the_stream_places_neighbours_by_its_geometry(layers, photos):
+    kw = dict(train=False, seed=3, composite_backgrounds=photos, neighbours=1.0)
+    default = [x.numpy() for x, _ in CropStream([layers], **kw)]
+    behind = [x.numpy() for x, _ in CropStream([layers], neighbour_config=NeighbourConfig(front_prob=0.0), **kw)]
+    again = [x.numpy() for x, _ in CropStream([layers], neighbour_config=NeighbourConfig(), **kw)]
+    assert all(np.array_equal(a, b) for a, b in zip(default, again, strict=True))
+    assert sum(not np.array_equal(a, b) for a, b in zip(default, behind, strict=True)) >= 3

@@ -146,7 +146,7 @@ class CropStream(IterableDataset):
     def __init__(self, paths: list[str | Path], train: bool, aug: AugmentConfig | None = None,
                  seed: int = 0, buffer_chunks: int = 8, limit: int | None = None, rank: int = 0,
                  world_size: int = 1, composite_backgrounds: str | Path | None = None,
-                 neighbours: float = 0.0, grey_nearer: bool = False) -> None:
+                 neighbours: float = 0.0, grey_nearer: bool = False, neighbour_config=None) -> None:
         super().__init__()
         if not paths:
             raise ValueError("no dataset files given")
@@ -161,6 +161,7 @@ class CropStream(IterableDataset):
         if not 0.0 <= neighbours <= 1.0:
             raise ValueError(f"neighbours is a share of the composites, 0..1, not {neighbours}")
         self.neighbours = neighbours
+        self.neighbour_config = neighbour_config  # a composite.NeighbourConfig; None: its defaults
         self.grey_nearer = grey_nearer
         if composite_backgrounds is not None:  # imported here: it brings the renderer (pyrender) along
             from training.pose.composite import Compositor, layers_config
@@ -269,7 +270,7 @@ class CropStream(IterableDataset):
                 j = neighbour_index(nrng, self.neighbours, len(ccols["azimuth_deg"]), row - first)
                 other = None if j is None else {name: col[j] for name, col in ccols.items()}
             img = self.compositor(cols, crop_rng, self.layer_configs[fi], pool=pool, neighbour=other,
-                                  nrng=nrng, grey_nearer=self.grey_nearer).image
+                                  ncfg=self.neighbour_config, nrng=nrng, grey_nearer=self.grey_nearer).image
             aug = self.composite_aug
         else:
             img = cols["images"]

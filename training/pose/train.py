@@ -121,6 +121,8 @@ def build_metadata(args: argparse.Namespace, bins: int, input_size: int, crop: d
         "train_backgrounds": refuse_leaky_datasets(args.train),
         "composite_backgrounds": str(args.composite_backgrounds) if args.composite_backgrounds else None,
         "neighbours": args.neighbours,
+        "neighbour_front_height": list(args.neighbour_front_height),
+        "neighbour_max_cover": args.neighbour_max_cover,
     }
 
 
@@ -135,6 +137,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--neighbours", type=float, default=0.0, metavar="P",
                    help="share of the composites (layers files) that get a second car beside the labelled one, "
                         "as in a parked row (training/pose/composite.py NeighbourConfig); default 0")
+    p.add_argument("--neighbour-front-height", type=float, nargs=2, default=(1.0, 1.3), metavar=("LO", "HI"),
+                   help="a neighbour in front is LO..HI times the target's height and stands lower by half the "
+                        "excess (NeighbourConfig.front_height; KITTI's parked rows: nearer cars up to 2x and "
+                        "lower by 0.2-1.3 heights)")
+    p.add_argument("--neighbour-max-cover", type=float, default=0.5, metavar="F",
+                   help="a neighbour in front hides at most this share of the target's pixels (NeighbourConfig)")
     p.add_argument("--grey-nearer", action="store_true",
                    help="crops grey the boxes of nearer overlapping cars (carpose.crop, issue 21): a neighbour in "
                         "front is greyed in the composites, the real validation crops are cut so, real crops "
@@ -186,6 +194,19 @@ def calibration_crops(path: str | Path, composite_backgrounds: str | Path | None
     return np.stack([x.numpy().transpose(1, 2, 0) for x, _ in stream]).round().astype(np.uint8)
 
 
+def neighbour_config(args: argparse.Namespace):
+    """The neighbour cars' geometry of the run (training/pose/composite.py NeighbourConfig)."""
+    if args.neighbours <= 0:
+        return None
+    from training.pose.composite import NeighbourConfig  # brings the renderer along: only when compositing
+
+    lo, hi = args.neighbour_front_height
+    if not 0 < lo <= hi or not 0 < args.neighbour_max_cover <= 1:
+        raise ValueError(f"--neighbour-front-height {lo} {hi} / --neighbour-max-cover {args.neighbour_max_cover}: "
+                         "want 0 < LO <= HI and a cover in (0, 1]")
+    return NeighbourConfig(front_height=(lo, hi), max_cover=args.neighbour_max_cover)
+
+
 def initial_model(args: argparse.Namespace, bins: int) -> torch.nn.Module:
     """A fresh network, or ``--init``'s weights (an ONNX export's BatchNorms calibrated on the first
     training crops, so its first training steps continue where it was)."""
@@ -220,7 +241,7 @@ def train(args: argparse.Namespace, world: distributed.World | None = None) -> d
     train_stream = CropStream(args.train, train=True, aug=AugmentConfig.named(args.aug), seed=args.seed,
                               limit=args.limit, rank=world.rank, world_size=world.size,
                               composite_backgrounds=args.composite_backgrounds, neighbours=args.neighbours,
-                              grey_nearer=args.grey_nearer)
+                              grey_nearer=args.grey_nearer, neighbour_config=neighbour_config(args))
     train_loader = make_loader(train_stream, args.batch, args.workers)
     val_loader = make_loader(CropStream(args.val, train=False, limit=args.val_limit), 256, min(args.workers, 1)) \
         if args.val and world.main else None  # rank 0 alone scores and chooses best.pt
