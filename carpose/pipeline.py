@@ -78,6 +78,10 @@ class PipelineConfig:
     det_int8: bool = False  # True: on a CPU, the INT8 twin of the shipped detector (detector_file)
     max_cars: int = 64
     min_box_px: float = 6.0  # boxes narrower or lower than this are skipped
+    # A grey_nearer pose model (carpose.crop) greys the nearer boxes of the frame scoring at least this;
+    # None: every box the pipeline keeps. Evaluation, which detects down to a score of 0.01 for its PR
+    # curves, sets the runtime's det_conf here so that its crops are the runtime's.
+    occluder_conf: float | None = None
     return_probs: bool = False
     smoothing: bool = False  # per-track circular filter (carpose.track), off by default
     smoothing_alpha: float = 0.5
@@ -188,7 +192,10 @@ class Pipeline:
             skipped += [(d.box_xyxy, f"more than max_cars={self.config.max_cars}") for d in dets[self.config.max_cars:]]
             dets = dets[: self.config.max_cars]
         s = self.pose.input_size
-        crops = self.pose.crops(img, np.array([d.box_xyxy for d in dets], np.float64).reshape(-1, 4))
+        boxes = np.array([d.box_xyxy for d in dets], np.float64).reshape(-1, 4)
+        oc = self.config.occluder_conf
+        frame = boxes if oc is None else boxes[np.array([d.score >= oc for d in dets], bool).reshape(-1)]
+        crops = self.pose.crops(img, boxes, frame)
         t2 = time.perf_counter()
         t["crop"] = (t2 - t1) * 1000
         pred = self.pose.predict(crops)

@@ -217,10 +217,12 @@ class PoseEstimator:
         """One RGB crop of a car alone in its frame (carpose.crop.crop_box; no other car to grey)."""
         return crop_box(image_bgr, box_xyxy, self.crop_spec)[:, :, ::-1]
 
-    def crops(self, image_bgr: np.ndarray, boxes_xyxy: np.ndarray) -> np.ndarray:
-        """The RGB crops of all cars of a frame exactly as training crops were cut
-        (carpose.crop.crop_boxes: a ``grey_nearer`` model gets each car's nearer neighbours greyed)."""
-        return crop_boxes(image_bgr, boxes_xyxy, self.crop_spec)[:, :, :, ::-1]
+    def crops(self, image_bgr: np.ndarray, boxes_xyxy: np.ndarray, frame_boxes: np.ndarray | None = None
+              ) -> np.ndarray:
+        """The RGB crops of cars of a frame exactly as training crops were cut (carpose.crop.crop_boxes:
+        a ``grey_nearer`` model gets each car's nearer neighbours among ``frame_boxes``, default the
+        boxes themselves, greyed)."""
+        return crop_boxes(image_bgr, boxes_xyxy, self.crop_spec, frame_boxes)[:, :, :, ::-1]
 
     def predict_boxes(self, image_bgr: np.ndarray, boxes_xyxy: np.ndarray) -> PosePrediction:
         return self.predict(self.crops(image_bgr, boxes_xyxy))

@@ -136,6 +136,10 @@ def test_a_grey_nearer_model_gets_each_car_with_its_nearer_neighbour_greyed(tiny
     greyed = crop_box(img, behind, spec, grey=np.array([front]))[:, :, ::-1]
     np.testing.assert_allclose(res.cars[0].probs, pipe.pose.predict(greyed).probs[0], atol=1e-6)
     assert CropSpec.from_dict(meta["crop"]) == spec
+    # evaluation detects down to a score of 0.01: only boxes the runtime would keep grey a car
+    strict = Pipeline(PipelineConfig(pose_model=tmp_path / "grey.onnx", detector_weights=None, return_probs=True,
+                                     occluder_conf=0.85))
+    np.testing.assert_allclose(strict.process(img, boxes=scored).cars[0].probs, plain.cars[0].probs, atol=1e-6)
 
 
 def test_pipeline_smoothing_assigns_tracks(tiny_pipe):

@@ -178,7 +178,7 @@ def run_benchmark(sources: list[RealSource], pose_model: str | Path = DEFAULT_PO
         # The PR curves need every detection (threshold 0.01); the timings run at ``conf``, the runtime's.
         eval_pipe = Pipeline(PipelineConfig(pose_model=pose_model, detector_weights=det_model,
                                             detector_classes=det_classes, det_conf=0.01, det_imgsz=imgsz,
-                                            det_int8=det_int8, max_cars=100))
+                                            det_int8=det_int8, max_cars=100, occluder_conf=conf))
         res["det_model"] = str(eval_pipe.detector.weights)  # the INT8 twin, where the CPU runs it
         res["det_input_hw"] = list(eval_pipe.detector.input_hw)
         res["det_follows_aspect"] = eval_pipe.detector.follows_aspect
