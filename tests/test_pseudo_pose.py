@@ -102,7 +102,17 @@ def test_grey_nearer_stores_crops_with_the_nearer_car_greyed_but_labels_them_as_
     photo.parent.mkdir()
     cv2.imwrite(str(photo), cv2.resize(rng.integers(0, 255, (30, 40, 3), dtype=np.uint8), (400, 300)))
     boxes = {photo: np.array([[150, 100, 230, 160], [190, 110, 290, 190], [0, 120, 160, 240]], np.float64)}
-    kw = dict(pose_model="models/carpose_pose.onnx", min_conf=0.0, max_disagree=180.0, progress=False)
+    import onnx
+
+    from carpose.pose import METADATA_KEY
+
+    m = onnx.load("models/carpose_pose.onnx")  # the labeller: the shipped network, its crops not greyed
+    entry = next(e for e in m.metadata_props if e.key == METADATA_KEY)
+    meta = json.loads(entry.value)
+    meta["crop"] = {**meta["crop"], "occluders": "none"}
+    entry.value = json.dumps(meta)
+    onnx.save(m, str(tmp_path / "labeller.onnx"))
+    kw = dict(pose_model=tmp_path / "labeller.onnx", min_conf=0.0, max_disagree=180.0, progress=False)
     plain = pseudo_pose(boxes, **kw)
     grey = pseudo_pose(boxes, grey_nearer=True, **kw)
     assert len(plain["crops"]) == len(grey["crops"]) == 2  # C touches the frame: not a training crop
