@@ -13,7 +13,7 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from carpose.crop import CropSpec, crop_box, nearer_boxes
+from carpose.crop import CropSpec, crop_boxes
 from carpose.eval.kitti import kitti_pairs, parse_kitti_label
 from carpose.pose import PoseEstimator
 
@@ -70,8 +70,7 @@ def kitti_crops(root: str | Path, spec: CropSpec, types: tuple[str, ...] = ("Car
                 if img is None:
                     skipped["unreadable"] += 1
                     break
-            grey = nearer_boxes(o.box_xyxy, frame) if spec.occluders == "grey_nearer" else None
-            crops.append(crop_box(img, o.box_xyxy, spec, grey)[:, :, ::-1])
+            crops.append(crop_boxes(img, o.box_xyxy, spec, frame)[0, :, :, ::-1])
             az.append(o.azimuth_deg)
             sure.append(o.sure)
             height.append(o.height_px)

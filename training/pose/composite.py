@@ -45,6 +45,7 @@ from training.dataset.reader import CarposeDataset, DatasetError
 from training.render.backgrounds import BackgroundSource, composite, procedural_background
 from training.render.crops import FinishedCrop, finish_crop
 from training.render.preview import _label, draw_view_dial
+from training.render.renderer import mask_box
 from training.render.sampling import RenderConfig
 
 #: Decoded photos kept per process: the real_unlabelled photos are 0.2-2.8 MB decoded, so 64 of them
@@ -160,14 +161,12 @@ def grey_box(image: np.ndarray, target_bbox: np.ndarray, coverage: np.ndarray, f
     """``image`` with the box of a car's coverage (where it is at least half opaque: the box a detector
     would draw) painted ``fill`` when it stands nearer than the target by the runtime's rule
     (carpose.crop.nearer_boxes: lower by a margin, not covering nearly all of it); else unchanged."""
-    ys, xs = np.nonzero(coverage >= 0.5)
-    if not len(xs):
+    box = mask_box(coverage >= 0.5)
+    if box is None or not len(nearer_boxes(target_bbox, box[None])):
         return image
-    box = np.array([xs.min(), ys.min(), xs.max() + 1, ys.max() + 1], np.float64)
-    if not len(nearer_boxes(target_bbox, box[None])):
-        return image
+    x1, y1, x2, y2 = box.astype(int)
     out = image.copy()
-    out[ys.min():ys.max() + 1, xs.min():xs.max() + 1] = fill
+    out[y1:y2, x1:x2] = fill
     return out
 
 

@@ -135,7 +135,7 @@ def pseudo_pose(boxes: dict[Path, np.ndarray], pose_model: str | Path, min_conf:
         frame, bs = bs, bs[~touches_frame(bs, img.shape[1], img.shape[0])]  # cut cars still hide others
         if not len(bs):
             continue
-        c = crop_boxes(img, bs, est.crop_spec, frame)[:, :, :, ::-1]
+        c = est.crops(img, bs, frame)
         p, pm = est.predict(c), est.predict(np.ascontiguousarray(c[:, :, ::-1]))
         crops.append(c if spec == est.crop_spec else crop_boxes(img, bs, spec, frame)[:, :, :, ::-1])
         boxes_in_crop += [box_in_crop(b, crop_region(b, spec), spec.size) for b in bs]
