@@ -328,3 +328,47 @@ def test_an_ensemble_exports_as_one_onnx_that_averages_its_members(pose_run, pos
     wide = save_checkpoint(tmp_path / "wide.pt", model, ck["metadata"])
     assert export_main([str(other), str(wide), "--out", str(tmp_path / "bad.onnx")]) == 2
     assert not (tmp_path / "bad.onnx").exists() and not list(tmp_path.glob("*.staged.onnx"))
+
+
+def test_a_soup_exports_one_network_with_the_weighted_mean_of_its_members_weights(pose_run, pose_crops, tmp_path):
+    """Issue 21: ``--soup`` averages the members' weights with their BatchNorms folded, so that a
+    checkpoint and an ONNX export of one lineage mix: a checkpoint souped with its own export is the same
+    network, and members that differ in the head's bias give the network with the weighted mean bias
+    (not the ensemble's mean of probabilities). Bad member lists and weights are refused, nothing written."""
+    from training.dataset.reader import CarposeDataset
+    from training.pose.checkpoint import load_checkpoint, save_checkpoint
+
+    last = pose_run / "last.pt"
+    member_onnx = export_onnx(last, tmp_path / "last.onnx")
+    model, ck = load_checkpoint(last)
+    shift = torch.linspace(-2, 2, model.head.bias.numel())
+    with torch.no_grad():
+        model.head.bias.add_(shift)
+        other = save_checkpoint(tmp_path / "other.pt", model, ck["metadata"])
+        model.head.bias.sub_(0.75 * shift)  # 0.75 x last + 0.25 x other
+        mid = save_checkpoint(tmp_path / "mid.pt", model, ck["metadata"])
+    with CarposeDataset(pose_crops) as ds:
+        crops = ds.h5["images"][:24]
+
+    def probs(path, backend="auto"):
+        return PoseEstimator(path, backend=backend, device="cpu", mirror_tta=False).predict(crops).probs
+
+    soup = tmp_path / "soup.onnx"
+    assert export_main([str(last), str(other), "--soup", "3", "1", "--out", str(soup),
+                        "--parity", str(pose_crops)]) == 0
+    meta = json.loads({p.key: p.value for p in onnx.load(str(soup)).metadata_props}["carpose"])
+    assert [(m["file"], m["weight"]) for m in meta["soup"]] == [(str(last), 0.75), (str(other), 0.25)]
+    assert np.abs(probs(soup) - probs(mid, "torch")).max() < 1e-4
+    ens = tmp_path / "ens.onnx"
+    assert export_main([str(last), str(other), "--out", str(ens)]) == 0
+    assert np.abs(probs(ens) - probs(soup)).max() > 1e-3  # a soup is not an ensemble
+
+    same = tmp_path / "same.onnx"  # trained BatchNorm statistics (the checkpoint) against folded ones
+    assert export_main([str(last), str(member_onnx), "--soup", "--out", str(same)]) == 0
+    assert np.abs(probs(same) - probs(member_onnx)).max() < 1e-4
+
+    bad = tmp_path / "bad.onnx"
+    for argv in ([str(last), "--soup"], [str(last), str(other), "--soup", "1"],
+                 [str(last), str(other), "--soup", "1", "-1"]):
+        assert export_main([*argv, "--out", str(bad)]) == 2
+    assert not bad.exists() and not list(tmp_path.glob("*.staged.onnx"))

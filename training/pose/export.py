@@ -2,6 +2,7 @@
 
     carpose-export runs/posenet/best.pt --out models/carpose_pose.onnx --parity data/pose/heldout_mesh.h5
     carpose-export a.pt b.onnx --out ensemble.onnx --mirror-tta   # one file, the mean of both members
+    carpose-export a.onnx b.pt --soup 0.5 0.5 --out soup.onnx     # one network, the mean of their weights
 
 The ONNX graph has a dynamic batch axis (opset 17), input ``image`` (RGB float32 NCHW, 0..255) and
 output ``probs`` (softmax over the azimuth bins). The checkpoint's ``carpose`` metadata (input size,
@@ -30,23 +31,27 @@ OPSET = 17
 PARITY_TOL = 1e-4
 
 
-def load_exportable(sources: str | Path | list[str | Path]) -> tuple[torch.nn.Module, dict]:
+def load_exportable(sources: str | Path | list[str | Path],
+                    soup: list[float] | None = None) -> tuple[torch.nn.Module, dict]:
     """The network to export and its metadata: one checkpoint, or several members (checkpoints or pose
-    ONNX files) averaged into one network (training.pose.ensemble)."""
+    ONNX files) averaged into one network (training.pose.ensemble): their probabilities, or with
+    ``soup`` (weights; empty: equal) their weights."""
     if isinstance(sources, (str, Path)) or len(sources) == 1:
+        if soup is not None:
+            raise ValueError("--soup needs at least two members")
         model, ck = load_checkpoint(sources if isinstance(sources, (str, Path)) else sources[0])
         return model.eval(), ck["metadata"]
-    from training.pose.ensemble import build_ensemble
+    from training.pose.ensemble import build_ensemble, build_soup
 
-    return build_ensemble(list(sources))
+    return build_ensemble(list(sources)) if soup is None else build_soup(list(sources), soup)
 
 
 def export_onnx(ckpt_path: str | Path | list[str | Path], out: str | Path, opset: int = OPSET,
-                mirror_tta: bool = False) -> Path:
+                mirror_tta: bool = False, soup: list[float] | None = None) -> Path:
     """Write the ONNX file (atomically) and return its path. ``ckpt_path``: a checkpoint, or a list of
-    ensemble members. ``mirror_tta`` is written into the metadata: runtimes then average every crop
-    with its mirror image by default (carpose.pose)."""
-    model, meta = load_exportable(ckpt_path)
+    ensemble members (``soup``: of soup members, :func:`load_exportable`). ``mirror_tta`` is written
+    into the metadata: runtimes then average every crop with its mirror image by default (carpose.pose)."""
+    model, meta = load_exportable(ckpt_path, soup)
     meta = dict(meta, mirror_tta=bool(mirror_tta))
     s = int(meta["input_size"])
     out = Path(out)
@@ -85,13 +90,14 @@ def parity_crops(path: str | Path | None, n: int, size: int, seed: int = 0) -> n
         return ds.h5["images"][:k]
 
 
-def parity_check(ckpt_path: str | Path | list[str | Path], onnx_path: str | Path, crops: np.ndarray) -> dict:
+def parity_check(ckpt_path: str | Path | list[str | Path], onnx_path: str | Path, crops: np.ndarray,
+                 soup: list[float] | None = None) -> dict:
     """Max |p_torch - p_onnx| and the largest decoded angle difference on the same crops (an ensemble's
-    torch side: its members loaded again and averaged)."""
+    or a soup's torch side: its members loaded again and averaged)."""
     from carpose.azimuth_head import decode
     from carpose.convention import angular_error
 
-    model, _ = load_exportable(ckpt_path)
+    model, _ = load_exportable(ckpt_path, soup)
     with torch.no_grad():
         pt = model(torch.from_numpy(np.ascontiguousarray(crops.transpose(0, 3, 1, 2), dtype=np.float32))).numpy()
     onnx_est = PoseEstimator(onnx_path, backend="onnxruntime", device="cpu", mirror_tta=False)
@@ -111,16 +117,20 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--parity", help="crops HDF5 file for the parity check (default: random pixels)")
     p.add_argument("--parity-n", type=int, default=256)
     p.add_argument("--opset", type=int, default=OPSET)
+    p.add_argument("--soup", nargs="*", type=float, metavar="W",
+                   help="with several members: average their weights (folded BatchNorms) into one network "
+                        "instead of their probabilities; optional weights, one per member (default equal). "
+                        "For members fine-tuned from one model (training/pose/ensemble.py)")
     p.add_argument("--mirror-tta", action="store_true",
                    help="mark the model for mirror test-time averaging (its runtimes then use it by default)")
     args = p.parse_args(argv)
     out = Path(args.out)
     staged = out.with_name(out.stem + ".staged.onnx")
     try:
-        export_onnx(args.checkpoint, staged, args.opset, args.mirror_tta)
+        export_onnx(args.checkpoint, staged, args.opset, args.mirror_tta, args.soup)
         est = PoseEstimator(staged, backend="onnxruntime", device="cpu")
         crops = parity_crops(args.parity, args.parity_n, est.input_size)
-        par = parity_check(args.checkpoint, staged, crops)
+        par = parity_check(args.checkpoint, staged, crops, args.soup)
     except (FileNotFoundError, ValueError) as exc:
         staged.unlink(missing_ok=True)
         print(f"carpose-export: error: {exc}", file=sys.stderr)

@@ -41,6 +41,27 @@ def _convs_by_shape(model: nn.Module) -> dict[tuple[int, ...], tuple[nn.Conv2d, 
     return pairs
 
 
+def _set_folded(conv: nn.Conv2d, bn: nn.BatchNorm2d, weight: torch.Tensor, bias: torch.Tensor) -> None:
+    """Give a conv + BatchNorm pair the folded form ``y = W'x + b'`` (the BatchNorm an identity plus bias
+    in eval mode): how an ONNX export stores it, and what weight soups average."""
+    conv.weight.data = weight
+    bn.running_mean.zero_()
+    bn.running_var.fill_(1.0 - bn.eps)
+    bn.weight.data.fill_(1.0)
+    bn.bias.data = bias
+
+
+@torch.no_grad()
+def fold_batchnorm(model: PoseNet) -> PoseNet:
+    """Fold every BatchNorm's eval-mode statistics into its convolution, in place (the form of
+    ``onnx_to_posenet``; eval outputs unchanged). Why: a trained checkpoint and an ONNX export of the
+    same lineage only have comparable weights in this form, so it is the one a soup averages."""
+    for conv, bn in _convs_by_shape(model).values():
+        scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
+        _set_folded(conv, bn, conv.weight * scale[:, None, None, None], bn.bias - bn.running_mean * scale)
+    return model.eval()
+
+
 def onnx_to_posenet(path: str | Path) -> tuple[PoseNet, dict]:
     """The posenet and the ``carpose`` metadata of an exported pose ONNX; eval outputs equal the ONNX's."""
     import onnx
@@ -57,12 +78,7 @@ def onnx_to_posenet(path: str | Path) -> tuple[PoseNet, dict]:
     for node in m.graph.node:
         if node.op_type == "Conv":
             w, b = inits[node.input[1]], inits[node.input[2]]
-            conv, bn = pairs[tuple(w.shape)]
-            conv.weight.data = torch.from_numpy(w.copy())
-            bn.running_mean.zero_()
-            bn.running_var.fill_(1.0 - bn.eps)
-            bn.weight.data.fill_(1.0)
-            bn.bias.data = torch.from_numpy(b.copy())
+            _set_folded(*pairs[tuple(w.shape)], torch.from_numpy(w.copy()), torch.from_numpy(b.copy()))
             seen.add(tuple(w.shape))
         elif node.op_type == "Gemm":
             model.head.weight.data = torch.from_numpy(inits[node.input[1]].copy())
