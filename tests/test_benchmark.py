@@ -138,6 +138,10 @@ def test_benchmark_cli_scores_each_source_and_their_union(two_sources, tmp_path,
         assert 0 <= det["tall"]["aos"] <= det["tall"]["ap50"] + 1e-9
         assert det["timing"]["frames"] == 2 and det["timing"]["total_ms"] >= det["timing"]["detect_ms"] > 0
         assert sum(r["n"] for r in src["pose"]["sure"]["sectors"]) == src["pose"]["sure"]["n"]
+        # by the share nearer cars hide: each sure car in one row, the flips of the rows those of the source
+        hidden = src["pose"]["by_hidden"]
+        assert sum(r["n"] for r in hidden) == src["pose"]["sure"]["n"]
+        assert sum(r["flips"] for r in hidden) == src["pose"]["sure"]["flips"]
         # recall by view: every car >= 40 px in exactly one sector, found as often as the tall recall says
         view = det["recall_by_view"]
         assert sum(r["gt"] for r in view["sectors"]) == view["all"]["gt"] == det["tall"]["tp"] + det["tall"]["fn"]
@@ -147,7 +151,7 @@ def test_benchmark_cli_scores_each_source_and_their_union(two_sources, tmp_path,
     assert u["det"]["recall_by_view"]["all"]["found"] == u["det"]["tall"]["tp"]
     assert [r["gt"] for r in u["det"]["recall_by_view"]["sectors"]] == [
         sum(s["det"]["recall_by_view"]["sectors"][k]["gt"] for s in res["sources"].values()) for k in range(8)]
-    assert "| rear 157.5-202.5 |" in printed and "| cut by the border |" in printed
+    assert "| rear 157.5-202.5 |" in printed and "| cut by the border |" in printed and "| over 1/2 |" in printed
     assert u["pose"]["sure"]["n"] == sum(s["pose"]["sure"]["n"] for s in res["sources"].values())
     assert u["det"]["all"]["tp"] + u["det"]["all"]["fn"] == sum(
         s["det"]["all"]["tp"] + s["det"]["all"]["fn"] for s in res["sources"].values())

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from carpose.crop import CropSpec, box_in_crop, crop_box, crop_boxes, crop_region, nearer_boxes
+from carpose.crop import CropSpec, box_in_crop, crop_box, crop_boxes, crop_region, hidden_share, nearer_boxes
 
 
 def _image(h=200, w=300):
@@ -69,6 +69,17 @@ def test_nearer_boxes_are_the_overlapping_ones_lower_in_the_image():
                       (95, 30, 180, 140)], np.float64)  # holds all of it: seen over it, not greyed
     np.testing.assert_array_equal(nearer_boxes(car, frame), frame[[1, 4]])
     assert nearer_boxes(car, np.zeros((0, 4))).shape == (0, 4)
+
+
+def test_hidden_share_is_the_area_of_the_union_of_the_nearer_boxes_inside_the_car_s_box():
+    car = (100, 50, 160, 90)  # 60 x 40 = 2400 px
+    assert hidden_share(car, np.array([car, (60, 40, 110, 80)], np.float64)) == 0.0  # itself, a farther car
+    # two nearer boxes overlapping each other: 30x20 + 35x30 - their 5x20 overlap = 1550 px, counted once
+    assert hidden_share(car, np.array([(90, 70, 130, 100), (125, 60, 170, 95)], np.float64)) == pytest.approx(
+        1550 / 2400)
+    # one inside the other inside the car's box, and one holding the whole car (seen over it: not greyed)
+    frame = np.array([(140, 60, 220, 110), (120, 45, 170, 100), (95, 30, 180, 140)], np.float64)
+    assert hidden_share(car, frame) == pytest.approx(1600 / 2400)
 
 
 def test_crop_box_greys_the_given_boxes_in_the_crop_only():

@@ -50,6 +50,7 @@ from carpose.eval.real_sources import RealSource, available_sources, leaks_in_me
 from carpose.eval.scoring import (
     SECTOR_NAMES,
     average_orientation_similarity,
+    azimuth_error_stats,
     balanced_acc30,
     confidence_quintiles,
     detection_report,
@@ -63,6 +64,9 @@ UNION = "union"
 DET_TALL_PX = 40.0
 #: The "small cars" recall the detector issue tracks.
 SMALL_PX = (20.0, 40.0)
+#: Pose rows by the share of a car's box that nearer cars' boxes hide (carpose.crop.hidden_share): none, then
+#: up to each bound. In a parked row the car behind can be all but hidden; no crop shows what is not there.
+HIDDEN_BINS = ((0.0, "none"), (0.25, "up to 1/4"), (0.5, "1/4 to 1/2"), (1.0, "over 1/2"))
 
 
 @dataclass
@@ -77,23 +81,37 @@ class PoseScores:
     height: np.ndarray
     cases: list[ErrorCase] = field(default_factory=list)
     crops_per_s: float = float("nan")
+    hidden: np.ndarray | None = None  # per car, the share of its box nearer cars hide (true boxes only)
 
     @staticmethod
     def concat(parts: list[PoseScores]) -> PoseScores:
         def cat(k: str) -> np.ndarray:
             return np.concatenate([getattr(p, k) for p in parts]) if parts else np.zeros(0)
 
+        hidden = cat("hidden") if parts and all(p.hidden is not None for p in parts) else None
         return PoseScores(cat("err"), cat("true"), cat("pred"), cat("conf"), cat("sure").astype(bool),
-                          cat("height"), [c for p in parts for c in p.cases])
+                          cat("height"), [c for p in parts for c in p.cases], hidden=hidden)
 
     def report(self) -> dict:
         """Subset x sector rows, front/rear confusion and confidence fifths, on the 'sure' labels."""
         summary = azimuth_summary(self.err, self.true, self.sure, self.height)
         s = self.sure
-        return {"subsets": summary, "sure": summary["sure"],
-                "front_rear": front_rear_confusion(self.pred[s], self.true[s]),
-                "confidence_quintiles": confidence_quintiles(self.err[s], self.conf[s]),
-                "crops_per_s": self.crops_per_s}
+        out = {"subsets": summary, "sure": summary["sure"],
+               "front_rear": front_rear_confusion(self.pred[s], self.true[s]),
+               "confidence_quintiles": confidence_quintiles(self.err[s], self.conf[s]),
+               "crops_per_s": self.crops_per_s}
+        if self.hidden is not None:
+            out["by_hidden"] = hidden_rows(self.err[s], self.hidden[s])
+        return out
+
+
+def hidden_rows(err: np.ndarray, hidden: np.ndarray) -> list[dict]:
+    """``azimuth_error_stats`` of the cars in each ``HIDDEN_BINS`` row (each car in exactly one)."""
+    rows, lo = [], -1.0
+    for hi, name in HIDDEN_BINS:
+        rows.append({"cars": name, "to": hi, **azimuth_error_stats(err[(hidden > lo) & (hidden <= hi)])})
+        lo = hi
+    return rows
 
 
 def pose_on_true_boxes(est: PoseEstimator, src: RealSource, progress: bool = True) -> PoseScores:
@@ -108,7 +126,7 @@ def pose_on_true_boxes(est: PoseEstimator, src: RealSource, progress: bool = Tru
              for (img, k, box), t, p, su, c in zip(kc.refs, kc.azimuth_deg, pred, kc.sure, conf, strict=True)]
     return PoseScores(err, kc.azimuth_deg, np.asarray(pred, np.float64).reshape(-1),
                       np.asarray(conf, np.float64).reshape(-1), kc.sure, kc.height_px, cases,
-                      len(pred) / dt if dt > 0 and len(pred) else float("nan"))
+                      len(pred) / dt if dt > 0 and len(pred) else float("nan"), kc.hidden)
 
 
 def time_frames(pipe: Pipeline, src: RealSource, limit: int = 30) -> dict:
@@ -268,6 +286,20 @@ def _pose_table(res: dict, key: str, title: str) -> list[str]:
     return lines
 
 
+def _hidden_table(res: dict) -> list[str]:
+    """Pose on the true boxes by how much of each car nearer cars' boxes hide (the parked-row cars)."""
+    cols = [(n, c["pose"]["by_hidden"]) for n, c in _columns(res) if "by_hidden" in c["pose"]]
+    if not cols:
+        return []
+    lines = ["", "Pose on the true boxes by the share of the car's box that nearer cars' boxes hide (sure labels), "
+             "each cell n / Acc@30 / flips:", "", "| hidden | " + " | ".join(n for n, _ in cols) + " |",
+             "|---|" + "---:|" * len(cols)]
+    for k, (_, name) in enumerate(HIDDEN_BINS):
+        cells = [f"{r[k]['n']} / {_pct(r[k]['acc_30'])} / {r[k]['flips']}" if r[k]["n"] else "0" for _, r in cols]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return lines
+
+
 def _view_recall_table(res: dict) -> list[str]:
     """Detector recall of the cars >= 40 px by view sector, occlusion and the border: which cars it misses."""
     cols = [(n, c["det"]["recall_by_view"]) for n, c in _columns(res) if "recall_by_view" in c.get("det", {})]
@@ -317,6 +349,7 @@ def format_benchmark(res: dict) -> str:
     for name, col in _columns(res):
         q = col["pose"]["confidence_quintiles"]
         lines.append(f"| {name} | " + " | ".join(f"{_pct(r['acc_30'])} (R>={r['conf_from']:.2f})" for r in q) + " |")
+    lines += _hidden_table(res)
     if "det" in res["union"]:
         lines += ["", f"### Detector (IoU 0.5, conf {res['conf']})", "",
                   "| source | AP@0.5 >= 40 px | P | R | AOS | AOS/AP | AP@0.5 all | P all | R all | recall 20-40 px "

@@ -13,7 +13,7 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from carpose.crop import CropSpec, crop_boxes
+from carpose.crop import CropSpec, crop_boxes, hidden_share
 from carpose.eval.kitti import kitti_pairs, parse_kitti_label
 from carpose.pose import PoseEstimator
 
@@ -26,6 +26,7 @@ class KittiCrops:
     azimuth_deg: np.ndarray
     sure: np.ndarray
     height_px: np.ndarray
+    hidden: np.ndarray  # share of the box that nearer cars' boxes cover (carpose.crop.hidden_share)
     refs: list[tuple[Path, int, np.ndarray]] = field(default_factory=list)  # image, label line, box
     skipped: dict = field(default_factory=dict)
 
@@ -35,8 +36,8 @@ class KittiCrops:
     def limit(self, n: int | None) -> KittiCrops:
         if n is None:
             return self
-        return KittiCrops(self.crops[:n], self.azimuth_deg[:n], self.sure[:n], self.height_px[:n], self.refs[:n],
-                          self.skipped)
+        return KittiCrops(self.crops[:n], self.azimuth_deg[:n], self.sure[:n], self.height_px[:n], self.hidden[:n],
+                          self.refs[:n], self.skipped)
 
 
 def kitti_crops(root: str | Path, spec: CropSpec, types: tuple[str, ...] = ("Car",), min_height: float = 20.0,
@@ -46,7 +47,7 @@ def kitti_crops(root: str | Path, spec: CropSpec, types: tuple[str, ...] = ("Car
     detector boxes (``spec``: the model's ``PoseEstimator.crop_spec``), and their azimuths. A
     ``grey_nearer`` spec greys the nearer overlapping boxes of every labelled object of ``types`` in the
     frame, whatever its size, truncation or occlusion: what a detector of those types would box."""
-    crops, az, sure, height, refs = [], [], [], [], []
+    crops, az, sure, height, hidden, refs = [], [], [], [], [], []
     skipped = {"type": 0, "small": 0, "truncated": 0, "occluded": 0, "unreadable": 0}
     for img_path, lab_path in tqdm(kitti_pairs(root, images), desc="kitti", disable=not progress, leave=False):
         objs = parse_kitti_label(lab_path)
@@ -74,10 +75,12 @@ def kitti_crops(root: str | Path, spec: CropSpec, types: tuple[str, ...] = ("Car
             az.append(o.azimuth_deg)
             sure.append(o.sure)
             height.append(o.height_px)
+            hidden.append(hidden_share(o.box_xyxy, frame))
             refs.append((img_path, k, o.box_xyxy))
     s = spec.size
     return KittiCrops(np.stack(crops) if crops else np.zeros((0, s, s, 3), np.uint8), np.asarray(az, np.float64),
-                      np.asarray(sure, bool), np.asarray(height, np.float64), refs, skipped)
+                      np.asarray(sure, bool), np.asarray(height, np.float64), np.asarray(hidden, np.float64), refs,
+                      skipped)
 
 
 def predict_all(est: PoseEstimator, crops: np.ndarray, batch: int = 64, progress: bool = True
