@@ -110,19 +110,31 @@ NEARER_MARGIN = 0.05
 MAX_GREY_COVER = 0.9
 
 
-def nearer_boxes(box_xyxy: np.ndarray | tuple, frame_boxes: np.ndarray) -> np.ndarray:
-    """The boxes of ``frame_boxes`` (N x 4, the frame's cars, the car itself may be among them) that
-    overlap ``box_xyxy`` and stand nearer the camera than it: their bottom edge lower in the image
-    (wheels on the road nearer a road camera) by ``NEARER_MARGIN`` of its height, covering less than
-    ``MAX_GREY_COVER`` of its box. What a ``grey_nearer`` crop of the car paints grey: in a parked
-    row, the car in front whose front would otherwise fill the crop."""
+def box_cover(box_xyxy: np.ndarray | tuple, frame_boxes: np.ndarray) -> np.ndarray:
+    """The share of ``box_xyxy``'s area that each of ``frame_boxes`` (N x 4) overlaps on its own (N,)."""
     b = np.asarray(frame_boxes, np.float64).reshape(-1, 4)
     x1, y1, x2, y2 = (float(v) for v in box_xyxy)
-    iw = np.minimum(b[:, 2], x2) - np.maximum(b[:, 0], x1)
-    ih = np.minimum(b[:, 3], y2) - np.maximum(b[:, 1], y1)
-    cover = np.clip(iw, 0, None) * np.clip(ih, 0, None) / max((x2 - x1) * (y2 - y1), 1e-9)
-    lower = b[:, 3] > y2 + NEARER_MARGIN * (y2 - y1)
-    return b[(iw > 0) & (ih > 0) & lower & (cover < MAX_GREY_COVER)]
+    iw = np.clip(np.minimum(b[:, 2], x2) - np.maximum(b[:, 0], x1), 0, None)
+    ih = np.clip(np.minimum(b[:, 3], y2) - np.maximum(b[:, 1], y1), 0, None)
+    return iw * ih / max((x2 - x1) * (y2 - y1), 1e-9)
+
+
+def nearer_mask(box_xyxy: np.ndarray | tuple, frame_boxes: np.ndarray) -> np.ndarray:
+    """Which of ``frame_boxes`` (N x 4, the frame's cars, the car itself may be among them) overlap
+    ``box_xyxy`` and stand nearer the camera than it: their bottom edge lower in the image (wheels on
+    the road nearer a road camera) by ``NEARER_MARGIN`` of its height, covering less than
+    ``MAX_GREY_COVER`` of its box (N,) bool."""
+    b = np.asarray(frame_boxes, np.float64).reshape(-1, 4)
+    y1, y2 = float(box_xyxy[1]), float(box_xyxy[3])
+    cover = box_cover(box_xyxy, b)
+    return (cover > 0) & (b[:, 3] > y2 + NEARER_MARGIN * (y2 - y1)) & (cover < MAX_GREY_COVER)
+
+
+def nearer_boxes(box_xyxy: np.ndarray | tuple, frame_boxes: np.ndarray) -> np.ndarray:
+    """The boxes of ``frame_boxes`` that :func:`nearer_mask` picks. What a ``grey_nearer`` crop of the
+    car paints grey: in a parked row, the car in front whose front would otherwise fill the crop."""
+    b = np.asarray(frame_boxes, np.float64).reshape(-1, 4)
+    return b[nearer_mask(box_xyxy, b)]
 
 
 def hidden_share(box_xyxy: np.ndarray | tuple, frame_boxes: np.ndarray) -> float:

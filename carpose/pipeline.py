@@ -18,6 +18,7 @@ import numpy as np
 
 from carpose.pose import PoseEstimator
 from carpose.results import CarPoseResult, Detection, FrameResult
+from carpose.row_prior import row_prior
 from carpose.shipped import DET_MODEL, DET_MODEL_INT8, POSE_MODEL, SOURCE_ROOT, default_model_path
 
 REPO = SOURCE_ROOT
@@ -82,6 +83,9 @@ class PipelineConfig:
     # None: every box the pipeline keeps. Evaluation, which detects down to a score of 0.01 for its PR
     # curves, sets the runtime's det_conf here so that its crops are the runtime's.
     occluder_conf: float | None = None
+    # A car hidden behind a nearer one mixes in that car's heading by the share hidden (carpose.row_prior);
+    # the lenders are the boxes of occluder_conf. False: every car as the network alone reads it.
+    row_prior: bool = True
     return_probs: bool = False
     smoothing: bool = False  # per-track circular filter (carpose.track), off by default
     smoothing_alpha: float = 0.5
@@ -194,11 +198,13 @@ class Pipeline:
         s = self.pose.input_size
         boxes = np.array([d.box_xyxy for d in dets], np.float64).reshape(-1, 4)
         oc = self.config.occluder_conf
-        frame = boxes if oc is None else boxes[np.array([d.score >= oc for d in dets], bool).reshape(-1)]
-        crops = self.pose.crops(img, boxes, frame)
+        lenders = np.array([oc is None or d.score >= oc for d in dets], bool).reshape(-1)
+        crops = self.pose.crops(img, boxes, boxes[lenders])
         t2 = time.perf_counter()
         t["crop"] = (t2 - t1) * 1000
         pred = self.pose.predict(crops)
+        if self.config.row_prior and len(boxes) > 1:
+            pred = self.pose.decode(row_prior(boxes, pred.probs, lenders))
         t3 = time.perf_counter()
         t["pose"] = (t3 - t2) * 1000
         cars = [CarPoseResult(d.box_xyxy, d.score, d.class_id, d.class_name, float(pred.azimuth_deg[i]),

@@ -210,6 +210,12 @@ class PoseEstimator:
                                  f"{bool(np.all(np.isfinite(probs)))}), expected ({len(crops)}, {self.bins})")
         if self.mirror_tta:
             probs = 0.5 * (probs[:n] + mirror_bins(probs[n:]))
+        return self.decode(probs)
+
+    def decode(self, probs: np.ndarray) -> PosePrediction:
+        """Azimuth and confidence of bin probabilities (N, K) as this model decodes them (its
+        ``decode_half_window``): also for probabilities changed after the network (carpose.row_prior)."""
+        probs = np.asarray(probs, np.float32)
         az, conf = decode(probs, self.half_window)
         return PosePrediction(az, conf, probs)
 

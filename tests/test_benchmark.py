@@ -166,6 +166,12 @@ def test_benchmark_cli_scores_each_source_and_their_union(two_sources, tmp_path,
     assert (out / "benchmark.md").read_text().strip().endswith(headline)
     for name in ("a_pose_worst.jpg", "b_pose_worst.jpg", "a_det_frames.jpg", "b_det_frames.jpg"):
         assert cv2.imread(str(out / name)) is not None, name
+    # the row prior (on by default) reads every labelled car of a frame, scores only the filter's
+    assert res["row_prior"] is True and "row prior on" in printed
+    assert main(["--sources", str(a), "--no-det", "--no-row-prior", "--out", str(tmp_path / "alone"), "--quiet"]) == 0
+    alone = json.loads((tmp_path / "alone" / "benchmark.json").read_text())
+    assert alone["row_prior"] is False and alone["sources"]["a"]["pose"]["sure"]["n"] == res["sources"]["a"]["pose"][
+        "sure"]["n"]
     assert main(["--sources", str(tmp_path / "none"), "--quiet"]) == 2  # a clear error, not a traceback
 
 

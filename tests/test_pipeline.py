@@ -124,12 +124,16 @@ def test_a_grey_nearer_model_gets_each_car_with_its_nearer_neighbour_greyed(tiny
     meta["crop"] = {**meta["crop"], "occluders": "grey_nearer"}
     entry.value = json.dumps(meta)
     onnx.save(m, str(tmp_path / "grey.onnx"))
-    pipe = Pipeline(PipelineConfig(pose_model=tmp_path / "grey.onnx", detector_weights=None, return_probs=True))
+    # the row prior (on by default, its own test below) off: the crops alone
+    pipe = Pipeline(PipelineConfig(pose_model=tmp_path / "grey.onnx", detector_weights=None, return_probs=True,
+                                   row_prior=False))
+    plain_pipe = Pipeline(PipelineConfig(pose_model=tiny_pipe.pose.model_path, detector_weights=None,
+                                         return_probs=True, row_prior=False))
     assert pipe.pose.crop_spec.occluders == "grey_nearer"
     img = np.random.default_rng(3).integers(0, 255, (120, 160, 3), dtype=np.uint8)
     behind, front = [20.0, 20.0, 80.0, 60.0], [50.0, 30.0, 120.0, 90.0]  # front: its bottom edge lower
     scored = np.array([[*behind, 0.9], [*front, 0.8]])
-    res, plain = pipe.process(img, boxes=scored), tiny_pipe.process(img, boxes=scored)
+    res, plain = pipe.process(img, boxes=scored), plain_pipe.process(img, boxes=scored)
     np.testing.assert_allclose(res.cars[1].probs, plain.cars[1].probs, atol=1e-6)
     assert np.abs(res.cars[0].probs - plain.cars[0].probs).max() > 1e-4
     spec = pipe.pose.crop_spec
@@ -138,8 +142,36 @@ def test_a_grey_nearer_model_gets_each_car_with_its_nearer_neighbour_greyed(tiny
     assert CropSpec.from_dict(meta["crop"]) == spec
     # evaluation detects down to a score of 0.01: only boxes the runtime would keep grey a car
     strict = Pipeline(PipelineConfig(pose_model=tmp_path / "grey.onnx", detector_weights=None, return_probs=True,
-                                     occluder_conf=0.85))
+                                     occluder_conf=0.85, row_prior=False))
     np.testing.assert_allclose(strict.process(img, boxes=scored).cars[0].probs, plain.cars[0].probs, atol=1e-6)
+
+
+def test_a_car_hidden_behind_a_nearer_one_mixes_in_its_heading_by_the_share_hidden(tiny_pipe):
+    """Issue 21, the row prior (on by default): the car behind gets (1 - h) of its own bin probabilities and
+    h of the nearer car's, h the share of its box the nearer box hides; its azimuth and confidence are
+    decoded from the mix; the nearer car is read as it is; a box under ``occluder_conf`` lends nothing."""
+    from carpose.crop import hidden_share
+
+    def pipe(**kw) -> Pipeline:
+        return Pipeline(PipelineConfig(pose_model=tiny_pipe.pose.model_path, detector_weights=None,
+                                       return_probs=True, **kw))
+
+    img = np.random.default_rng(5).integers(0, 255, (120, 160, 3), dtype=np.uint8)
+    behind, front = [20.0, 20.0, 80.0, 60.0], [50.0, 30.0, 120.0, 90.0]
+    scored = np.array([[*behind, 0.9], [*front, 0.8]])
+    on, alone = tiny_pipe.process(img, boxes=scored), pipe(row_prior=False).process(img, boxes=scored)
+    h = hidden_share(behind, np.array([front]))
+    assert h == pytest.approx(900 / 2400)
+    np.testing.assert_allclose(on.cars[1].probs, alone.cars[1].probs, atol=1e-6)
+    mixed = (1 - h) * alone.cars[0].probs + h * alone.cars[1].probs
+    np.testing.assert_allclose(on.cars[0].probs, mixed, atol=1e-6)
+    want = tiny_pipe.pose.decode(mixed[None])
+    assert on.cars[0].azimuth_deg == pytest.approx(float(want.azimuth_deg[0]), abs=1e-3)
+    assert on.cars[0].azimuth_confidence == pytest.approx(float(want.confidence[0]), abs=1e-5)
+    # the tiny network's readings are near uniform, yet the mix moves the car behind
+    assert np.abs(on.cars[0].probs - alone.cars[0].probs).max() > 1e-5
+    strict = pipe(occluder_conf=0.85).process(img, boxes=scored)
+    np.testing.assert_allclose(strict.cars[0].probs, alone.cars[0].probs, atol=1e-6)
 
 
 def test_pipeline_smoothing_assigns_tracks(tiny_pipe):

@@ -114,19 +114,27 @@ def hidden_rows(err: np.ndarray, hidden: np.ndarray) -> list[dict]:
     return rows
 
 
-def pose_on_true_boxes(est: PoseEstimator, src: RealSource, progress: bool = True) -> PoseScores:
-    """The pose model alone on the source's labelled boxes (its pose filter), timed per crop."""
+def pose_on_true_boxes(est: PoseEstimator, src: RealSource, progress: bool = True,
+                       row_prior: bool = True) -> PoseScores:
+    """The pose model on the source's labelled boxes (its pose filter), timed per crop; with ``row_prior``
+    every labelled car of a frame is read and lends its heading to the cars it hides, as the pipeline's
+    detector boxes do (carpose.row_prior); without it, each car as the network alone reads it."""
     kc = kitti_crops(src.labels, est.crop_spec, src.pose_types, src.pose_min_height, src.pose_max_truncation,
-                     src.pose_max_occlusion, progress, src.images)
+                     src.pose_max_occlusion, progress, src.images, lenders=row_prior)
     t0 = time.perf_counter()
-    pred, conf = predict_all(est, kc.crops, batch=32, progress=progress)
+    r = predict_all(est, kc.crops, batch=32, progress=progress)
     dt = time.perf_counter() - t0
-    err = np.asarray(angular_error(pred, kc.azimuth_deg), np.float64).reshape(-1)
+    if row_prior:
+        r = est.decode(kc.with_row_prior(r.probs))
+    s = kc.scored
+    pred, conf, true = r.azimuth_deg[s], r.confidence[s], kc.azimuth_deg[s]
+    err = np.asarray(angular_error(pred, true), np.float64).reshape(-1)
+    refs = [ref for ref, keep in zip(kc.refs, s, strict=True) if keep]
     cases = [ErrorCase(img, box, float(t), float(p), f"{src.name}/{img.stem}#{k}", bool(su), float(c))
-             for (img, k, box), t, p, su, c in zip(kc.refs, kc.azimuth_deg, pred, kc.sure, conf, strict=True)]
-    return PoseScores(err, kc.azimuth_deg, np.asarray(pred, np.float64).reshape(-1),
-                      np.asarray(conf, np.float64).reshape(-1), kc.sure, kc.height_px, cases,
-                      len(pred) / dt if dt > 0 and len(pred) else float("nan"), kc.hidden)
+             for (img, k, box), t, p, su, c in zip(refs, true, pred, kc.sure[s], conf, strict=True)]
+    return PoseScores(err, true, np.asarray(pred, np.float64).reshape(-1), np.asarray(conf, np.float64).reshape(-1),
+                      kc.sure[s], kc.height_px[s], cases, len(kc) / dt if dt > 0 and len(kc) else float("nan"),
+                      kc.hidden[s])
 
 
 def time_frames(pipe: Pipeline, src: RealSource, limit: int = 30) -> dict:
@@ -177,13 +185,15 @@ def _matched_errors(cases: list[ErrorCase]) -> PoseScores:
 def run_benchmark(sources: list[RealSource], pose_model: str | Path = DEFAULT_POSE_MODEL,
                   det_model: str | Path | None = DEFAULT_DET_MODEL, conf: float = 0.35,
                   det_classes: dict | None = None, imgsz: int = 0, progress: bool = True,
-                  timing_frames: int = 30, mirror_tta: bool | None = None, det_int8: bool = False) -> dict:
+                  timing_frames: int = 30, mirror_tta: bool | None = None, det_int8: bool = False,
+                  row_prior: bool = True) -> dict:
     """Every number of the benchmark (see the module docstring), plus the cases and frame verdicts for
-    the sheets under the keys ``_cases`` and ``_verdicts``."""
+    the sheets under the keys ``_cases`` and ``_verdicts``. ``row_prior``: as the pipeline's (on by
+    default); off, the pose figures are the network's alone."""
     if not sources:
         raise ValueError("no real validation source to score (../shared absent? see carpose.eval.real_sources)")
     est = PoseEstimator(pose_model, mirror_tta=mirror_tta)
-    res: dict = {"pose_model": str(pose_model), "mirror_tta": est.mirror_tta,
+    res: dict = {"pose_model": str(pose_model), "mirror_tta": est.mirror_tta, "row_prior": row_prior,
                  "det_model": str(det_model) if det_model else None, "conf": conf,
                  "pose_leaks": leaks_in_metadata(est.metadata),
                  "det_leaks": leaks_in_metadata(detector_provenance(det_model)) if det_model else [],
@@ -196,12 +206,13 @@ def run_benchmark(sources: list[RealSource], pose_model: str | Path = DEFAULT_PO
         # The PR curves need every detection (threshold 0.01); the timings run at ``conf``, the runtime's.
         eval_pipe = Pipeline(PipelineConfig(pose_model=pose_model, detector_weights=det_model,
                                             detector_classes=det_classes, det_conf=0.01, det_imgsz=imgsz,
-                                            det_int8=det_int8, max_cars=100, occluder_conf=conf))
+                                            det_int8=det_int8, max_cars=100, occluder_conf=conf,
+                                            row_prior=row_prior))
         res["det_model"] = str(eval_pipe.detector.weights)  # the INT8 twin, where the CPU runs it
         res["det_input_hw"] = list(eval_pipe.detector.input_hw)
         res["det_follows_aspect"] = eval_pipe.detector.follows_aspect
     for src in sources:
-        ps = pose_on_true_boxes(est, src, progress)
+        ps = pose_on_true_boxes(est, src, progress, row_prior)
         pose_parts.append(ps)
         entry = {"camera": src.camera, "pose_types": list(src.pose_types), "det_types": list(src.det_types),
                  "pose": ps.report()}
@@ -333,12 +344,13 @@ def shown_path(path: str | None) -> str | None:
 def format_benchmark(res: dict) -> str:
     """The Markdown tables (they read in a terminal and paste into docs as they are)."""
     tta = "on" if res.get("mirror_tta") else "off"
+    rows = "on" if res.get("row_prior") else "off"
     det = f"detector: {shown_path(res['det_model']) or '(not run)'}"
     if res.get("det_input_hw"):
         h, w = res["det_input_hw"]
         det += (f", input within {h}x{w}, following each frame's aspect" if res.get("det_follows_aspect")
                 else f", input {h}x{w}") + f", conf {res['conf']}"
-    lines = [f"pose model: {shown_path(res['pose_model'])} (mirror TTA {tta})", det, ""]
+    lines = [f"pose model: {shown_path(res['pose_model'])} (mirror TTA {tta}, row prior {rows})", det, ""]
     lines += [f"LEAK: the pose model's metadata says: {leak}: its figures on that source are optimistic" for leak in
               res.get("pose_leaks", [])]
     lines += [f"LEAK: the detector's metadata says: {leak}: its figures on that source are optimistic" for leak in
@@ -431,6 +443,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--mirror-tta", action=argparse.BooleanOptionalAction, default=None,
                    help="pose on the true boxes with/without mirror test-time averaging (default: as the model's "
                         "metadata says; the detector runs follow the metadata)")
+    p.add_argument("--row-prior", action=argparse.BooleanOptionalAction, default=True,
+                   help="a car hidden behind a nearer one mixes in that car's heading (carpose.row_prior), as the "
+                        "pipeline does (default); --no-row-prior: the network's readings alone")
     p.add_argument("--conf", type=float, default=0.35, help="the detector's operating threshold")
     p.add_argument("--imgsz", type=int, default=0,
                    help="detector input long side (0: the model's own; a fixed-size ONNX always uses its own)")
@@ -446,7 +461,7 @@ def main(argv: list[str] | None = None) -> int:
         sources = available_sources(args.sources, "carpose-benchmark")
         res = run_benchmark(sources, args.pose_model, None if args.no_det else args.det_model, args.conf,
                             parse_classes(args.det_classes), args.imgsz, not args.quiet, args.timing_frames,
-                            args.mirror_tta, args.det_int8)
+                            args.mirror_tta, args.det_int8, args.row_prior)
         written = write_outputs(res, Path(args.out))
     except (FileNotFoundError, ValueError) as exc:
         print(f"carpose-benchmark: error: {exc}", file=sys.stderr)

@@ -15,7 +15,8 @@ from tqdm import tqdm
 
 from carpose.crop import CropSpec, crop_boxes, hidden_share
 from carpose.eval.kitti import kitti_pairs, parse_kitti_label
-from carpose.pose import PoseEstimator
+from carpose.pose import PoseEstimator, PosePrediction
+from carpose.row_prior import row_prior
 
 
 @dataclass
@@ -27,6 +28,8 @@ class KittiCrops:
     sure: np.ndarray
     height_px: np.ndarray
     hidden: np.ndarray  # share of the box that nearer cars' boxes cover (carpose.crop.hidden_share)
+    frame: np.ndarray  # index of the crop's frame (0, 1, ... in reading order)
+    scored: np.ndarray  # False: a car of the frame the filter leaves out, cut only to lend (``lenders``)
     refs: list[tuple[Path, int, np.ndarray]] = field(default_factory=list)  # image, label line, box
     skipped: dict = field(default_factory=dict)
 
@@ -37,19 +40,32 @@ class KittiCrops:
         if n is None:
             return self
         return KittiCrops(self.crops[:n], self.azimuth_deg[:n], self.sure[:n], self.height_px[:n], self.hidden[:n],
-                          self.refs[:n], self.skipped)
+                          self.frame[:n], self.scored[:n], self.refs[:n], self.skipped)
+
+    def with_row_prior(self, probs: np.ndarray) -> np.ndarray:
+        """The bin probabilities (one row per crop) after each frame's row prior (carpose.row_prior), every
+        labelled car of the frame lending: what the pipeline does with a frame's detector boxes."""
+        out = np.array(probs, copy=True)
+        boxes = np.array([r[2] for r in self.refs], np.float64).reshape(-1, 4)
+        for f in np.unique(self.frame):
+            m = self.frame == f
+            out[m] = row_prior(boxes[m], out[m])
+        return out
 
 
 def kitti_crops(root: str | Path, spec: CropSpec, types: tuple[str, ...] = ("Car",), min_height: float = 20.0,
                 max_truncation: float = 0.5, max_occlusion: int = 2, progress: bool = True,
-                images: str | Path | None = None) -> KittiCrops:
+                images: str | Path | None = None, lenders: bool = False) -> KittiCrops:
     """RGB crops of the labelled cars (the KITTI 'moderate' filter by default), cut as the runtime cuts
     detector boxes (``spec``: the model's ``PoseEstimator.crop_spec``), and their azimuths. A
     ``grey_nearer`` spec greys the nearer overlapping boxes of every labelled object of ``types`` in the
-    frame, whatever its size, truncation or occlusion: what a detector of those types would box."""
-    crops, az, sure, height, hidden, refs = [], [], [], [], [], []
+    frame, whatever its size, truncation or occlusion: what a detector of those types would box.
+    ``lenders``: the cars of ``types`` that the filter leaves out are cut too (``scored`` False, not
+    counted in ``skipped``), so that every car of a frame can lend its heading (``with_row_prior``)."""
+    crops, az, sure, height, hidden, frames, scored, refs = [], [], [], [], [], [], [], []
     skipped = {"type": 0, "small": 0, "truncated": 0, "occluded": 0, "unreadable": 0}
-    for img_path, lab_path in tqdm(kitti_pairs(root, images), desc="kitti", disable=not progress, leave=False):
+    for f, (img_path, lab_path) in enumerate(tqdm(kitti_pairs(root, images), desc="kitti", disable=not progress,
+                                                  leave=False)):
         objs = parse_kitti_label(lab_path)
         img = None
         frame = np.array([o.box_xyxy for o in objs if o.type in types], np.float64).reshape(-1, 4)
@@ -57,14 +73,10 @@ def kitti_crops(root: str | Path, spec: CropSpec, types: tuple[str, ...] = ("Car
             if o.type not in types:
                 skipped["type"] += 1
                 continue
-            if o.height_px < min_height:
-                skipped["small"] += 1
-                continue
-            if o.truncated > max_truncation:
-                skipped["truncated"] += 1
-                continue
-            if o.occluded > max_occlusion:
-                skipped["occluded"] += 1
+            why = ("small" if o.height_px < min_height else "truncated" if o.truncated > max_truncation
+                   else "occluded" if o.occluded > max_occlusion else None)
+            if why and not lenders:
+                skipped[why] += 1
                 continue
             if img is None:
                 img = cv2.imread(str(img_path), cv2.IMREAD_COLOR)
@@ -76,20 +88,17 @@ def kitti_crops(root: str | Path, spec: CropSpec, types: tuple[str, ...] = ("Car
             sure.append(o.sure)
             height.append(o.height_px)
             hidden.append(hidden_share(o.box_xyxy, frame))
+            frames.append(f)
+            scored.append(why is None)
             refs.append((img_path, k, o.box_xyxy))
     s = spec.size
     return KittiCrops(np.stack(crops) if crops else np.zeros((0, s, s, 3), np.uint8), np.asarray(az, np.float64),
-                      np.asarray(sure, bool), np.asarray(height, np.float64), np.asarray(hidden, np.float64), refs,
-                      skipped)
+                      np.asarray(sure, bool), np.asarray(height, np.float64), np.asarray(hidden, np.float64),
+                      np.asarray(frames, np.int64), np.asarray(scored, bool), refs, skipped)
 
 
-def predict_all(est: PoseEstimator, crops: np.ndarray, batch: int = 64, progress: bool = True
-                ) -> tuple[np.ndarray, np.ndarray]:
-    preds, confs = [], []
-    for i in tqdm(range(0, len(crops), batch), desc="pose", disable=not progress, leave=False):
-        r = est.predict(crops[i:i + batch])
-        preds.append(r.azimuth_deg)
-        confs.append(r.confidence)
-    if not preds:
-        return np.zeros(0), np.zeros(0)
-    return np.concatenate(preds), np.concatenate(confs)
+def predict_all(est: PoseEstimator, crops: np.ndarray, batch: int = 64, progress: bool = True) -> PosePrediction:
+    """The estimator's readings of ``crops`` in batches of ``batch``."""
+    probs = [est.predict(crops[i:i + batch]).probs
+             for i in tqdm(range(0, len(crops), batch), desc="pose", disable=not progress, leave=False)]
+    return est.decode(np.concatenate(probs) if probs else np.zeros((0, est.bins), np.float32))

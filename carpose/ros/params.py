@@ -21,7 +21,8 @@ from carpose.shipped import DET_MODEL, POSE_MODEL, find_shipped_model
 NO_DETECTOR = "none"
 #: Parameters applied to the running pipeline at once; the others wait for the next configure
 #: (models, device, sizes) or the next activate (topic, QoS).
-DYNAMIC = ("det_conf", "det_iou", "smoothing", "publish_probs", "min_box_px", "debug_image", "camera_hfov_deg")
+DYNAMIC = ("det_conf", "det_iou", "smoothing", "publish_probs", "row_prior", "min_box_px", "debug_image",
+           "camera_hfov_deg")
 ON_ACTIVATE = ("image_topic", "compressed", "qos_reliable", "image_reliability", "camera_info_topic")
 RELIABILITY = ("auto", "best_effort", "reliable")
 _DEVICE_RE = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
@@ -54,6 +55,8 @@ PARAMETERS: dict[str, tuple[Any, str, dict]] = {
                    {"floating_point_range": _frange(0.0, 10000.0)}),
     "publish_probs": (False, "fill CarPose.azimuth_probs with the bin probabilities (dynamic)", {}),
     "smoothing": (False, "per-track temporal smoothing of the azimuth, fills track_id (dynamic)", {}),
+    "row_prior": (True, "a car hidden behind a nearer one mixes in that car's heading by the share hidden "
+                        "(carpose.row_prior; dynamic)", {}),
     "image_reliability": ("auto", "image subscription reliability: auto (reliable when every publisher of the "
                                   "topic is reliable, else best effort; re-checked every second) | best_effort | "
                                   "reliable", {}),
@@ -117,7 +120,7 @@ def pipeline_config(param: Callable[[str], Any]) -> PipelineConfig:
         detector_weights=None if det.lower() == NO_DETECTOR else resolve_model(det, DET_MODEL),
         det_conf=param("det_conf"), det_iou=param("det_iou"), det_imgsz=param("det_imgsz"),
         det_int8=param("det_int8"), max_cars=param("max_cars"), min_box_px=param("min_box_px"),
-        return_probs=param("publish_probs"), smoothing=param("smoothing"))
+        return_probs=param("publish_probs"), smoothing=param("smoothing"), row_prior=param("row_prior"))
 
 
 def apply_dynamic(pipe: Pipeline, name: str, value: Any) -> str:
@@ -129,6 +132,8 @@ def apply_dynamic(pipe: Pipeline, name: str, value: Any) -> str:
         pipe.set_smoothing(bool(value))
     elif name == "publish_probs":
         pipe.config.return_probs = bool(value)
+    elif name == "row_prior":
+        pipe.config.row_prior = bool(value)
     elif name == "min_box_px":
         pipe.config.min_box_px = float(value)
     elif name not in DYNAMIC:

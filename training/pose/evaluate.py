@@ -61,7 +61,8 @@ def evaluate(model: str | Path, data: str | Path, backend: str = "auto", device:
                     raise ValueError(f"{d} has {ds.image_shape[0]} px crops, {model} takes {est.input_size}")
         crops, true = h5_crops(d, limit)
         skipped = {}
-    pred, conf = predict_all(est, crops, progress=progress)
+    r = predict_all(est, crops, progress=progress)
+    pred, conf = r.azimuth_deg, r.confidence
     m = azimuth_metrics(pred, true, conf) if len(pred) else {"n": 0}
     m.update(model=str(model), data=str(data), backend=est.backend_name, skipped=skipped, mirror_tta=est.mirror_tta)
     out = {"metrics": m, "pred": pred, "true": true, "conf": conf, "cases": []}
