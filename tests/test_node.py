@@ -300,6 +300,9 @@ def test_dynamic_parameters(session, street):
     assert _set_params(session, smoothing=False, publish_probs=False)[0].successful
     plain = session.send(msg)
     assert plain.cars and all(c.track_id == -1 and len(c.azimuth_probs) == 0 for c in plain.cars)
+    assert _set_params(session, row_prior=False)[0].successful  # the row prior is dynamic too
+    assert len(session.send(msg).cars) == len(plain.cars)
+    assert _set_params(session, row_prior=True)[0].successful
     assert not _set_params(session, det_iou=-0.1)[0].successful
     assert not _set_params(session, pose_backend="tflite")[0].successful
 
@@ -488,6 +491,20 @@ def test_launch_file_with_stub_modules(monkeypatch):
     params = yaml.safe_load(Path(declared["params_file"]).read_text())["/**"]["ros__parameters"]
     assert set(params) == set(PARAMETERS)
     assert all(type(params[k]) is type(default) for k, (default, _, _) in PARAMETERS.items())
+
+
+def test_the_row_prior_parameter_reaches_the_pipeline_at_configure_and_at_once():
+    """``row_prior`` (issue 21) goes into the PipelineConfig the node builds, and a change while active
+    is applied to the running pipeline's config at once (no model load: a stand-in holds the config)."""
+    from carpose.pipeline import PipelineConfig
+    from carpose.ros.params import PARAMETERS, apply_dynamic, pipeline_config
+
+    values = {k: default for k, (default, _, _) in PARAMETERS.items()}
+    assert pipeline_config(values.__getitem__).row_prior is True
+    values["row_prior"] = False
+    assert pipeline_config(values.__getitem__).row_prior is False
+    running = types.SimpleNamespace(config=PipelineConfig())
+    assert apply_dynamic(running, "row_prior", False) == "" and running.config.row_prior is False
 
 
 # ---- accuracy with the shipped models --------------------------------------------------------------
