@@ -141,12 +141,18 @@ def hidden_share(box_xyxy: np.ndarray | tuple, frame_boxes: np.ndarray) -> float
     """The share (0..1) of the car's box that the boxes of its nearer overlapping cars
     (:func:`nearer_boxes`) cover together: what a ``grey_nearer`` crop paints over of the car. Why: the
     pose reports split the cars by it, since a car mostly behind a nearer one leaves little to read
-    however it is cut. Exact (the union of rectangles on the grid of their edges)."""
-    near = nearer_boxes(box_xyxy, frame_boxes)
-    if not len(near):
+    however it is cut."""
+    return union_cover(box_xyxy, nearer_boxes(box_xyxy, frame_boxes))
+
+
+def union_cover(box_xyxy: np.ndarray | tuple, rects: np.ndarray) -> float:
+    """The share (0..1) of ``box_xyxy``'s area that ``rects`` (N x 4) cover together, each place counted
+    once. Exact: the union of rectangles on the grid of their edges."""
+    rects = np.asarray(rects, np.float64).reshape(-1, 4)
+    if not len(rects):
         return 0.0
     x1, y1, x2, y2 = (float(v) for v in box_xyxy)
-    c = np.clip(near, [x1, y1, x1, y1], [x2, y2, x2, y2])
+    c = np.clip(rects, [x1, y1, x1, y1], [x2, y2, x2, y2])
     xs, ys = np.unique(np.r_[x1, x2, c[:, 0], c[:, 2]]), np.unique(np.r_[y1, y2, c[:, 1], c[:, 3]])
     mx, my = (xs[:-1] + xs[1:]) / 2, (ys[:-1] + ys[1:]) / 2  # one point inside each grid cell
     inside = ((c[:, 0, None, None] <= mx) & (mx <= c[:, 2, None, None])

@@ -12,8 +12,9 @@ The rule, with no tuned constant: each car's bin probabilities are mixed with th
 that overlaps most of its box (``carpose.crop.nearer_mask``, the boxes a ``grey_nearer`` crop greys),
 weighted by the share of its box that nearer cars hide (``carpose.crop.hidden_share``, h):
 ``p' = (1 - h) p + h p_nearer``. What the crop could not show, the row votes for. Nearest cars first,
-so a row passes its heading back car by car. A car with nothing in front is left as it is; so is every
-car of a frame whose nearer cars are oncoming, but for the share they hide (the cost of the rule).
+so a row passes its heading back car by car. A car with nothing in front is left as it is. Where the
+nearer car faces the other way (an oncoming car behind a parked one) the mix pulls the hidden car
+towards the wrong heading, by the share hidden: the cost of the rule.
 Applied where a frame's cars are known together (``Pipeline``, ``carpose-benchmark``); a crop alone
 (``PoseEstimator.predict``) is the network's reading.
 """
@@ -22,7 +23,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from carpose.crop import box_cover, hidden_share, nearer_mask
+from carpose.crop import box_cover, nearer_mask, union_cover
 
 
 def row_prior(boxes_xyxy: np.ndarray, probs: np.ndarray, lenders: np.ndarray | None = None) -> np.ndarray:
@@ -40,6 +41,6 @@ def row_prior(boxes_xyxy: np.ndarray, probs: np.ndarray, lenders: np.ndarray | N
         if not near.any():
             continue
         j = int(np.flatnonzero(near)[np.argmax(box_cover(boxes[i], boxes[near]))])
-        h = hidden_share(boxes[i], boxes[lend])
+        h = union_cover(boxes[i], boxes[near])  # carpose.crop.hidden_share among the lenders
         out[i] = (1.0 - h) * p[i] + h * out[j]
     return out.astype(np.asarray(probs).dtype, copy=False)
