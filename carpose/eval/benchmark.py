@@ -158,7 +158,7 @@ def time_frames(pipe: Pipeline, src: RealSource, limit: int = 30) -> dict:
             "input_hw": input_hw}
 
 
-def _small_recall(by_height: list[dict]) -> dict:
+def small_recall(by_height: list[dict]) -> dict:
     """Found / cars of the height bins inside SMALL_PX."""
     sel = [b for b in by_height if b["from_px"] >= SMALL_PX[0] and b["to_px"] is not None and b["to_px"] <= SMALL_PX[1]]
     gt, found = sum(b["gt"] for b in sel), sum(b["found"] for b in sel)
@@ -224,7 +224,7 @@ def run_benchmark(sources: list[RealSource], pose_model: str | Path = DEFAULT_PO
                 det_matches[k] += r["matches"][k]
             for k, column in r["views"].items():
                 views.setdefault(k, []).extend(column)
-            sm = _small_recall(r["summary"]["recall_by_height"])
+            sm = small_recall(r["summary"]["recall_by_height"])
             small = {k: small[k] + sm[k] for k in small}
             me = _matched_errors(r["cases"])
             e2e_parts.append(me)
