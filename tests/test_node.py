@@ -375,7 +375,7 @@ def test_lifecycle_deactivate_and_activate(session, street):
 
 @pytest.mark.timeout(60)
 def test_sigint_shuts_down_cleanly(session):
-    assert session.proc.stop() == 0
+    assert session.proc.stop() == 0, session.proc.output()[-3000:]
     log = session.proc.output()
     assert "Traceback" not in log, log[-3000:]
 
@@ -428,7 +428,7 @@ def test_compressed_namespaced_with_params_file(ros, tiny_pose_onnx, street, tmp
         d = s.diagnostics()
         assert d["bad_frames[jpeg]"] == "1" and "could not decode" in d["last_bad_reason"]
     finally:
-        assert proc.stop() == 0
+        assert proc.stop() == 0, proc.output()[-3000:]
 
 
 # ---- the launch file, checked with stand-ins -------------------------------------------------------
