@@ -47,7 +47,6 @@ from carpose.eval.det_eval import evaluate_folder
 from carpose.eval.real_sources import available_sources
 from carpose.pipeline import DEFAULT_DET_MODEL, Pipeline, PipelineConfig
 from carpose.results import Detection
-from carpose.track import iou_matrix
 from training.detector.box_fusion import fuse_boxes
 
 DEFAULT_VIEWS = ("own", "ownf", "own+ownf:wbf", "800", "own+800:wbf", "960", "own+960:nms", "tiles640",
@@ -59,13 +58,13 @@ TILE_EDGE_PX = 2.0
 
 
 def nms(boxes: np.ndarray, scores: np.ndarray, iou: float) -> np.ndarray:
-    """Indices kept by greedy non-maximum suppression, best score first."""
-    keep: list[int] = []
-    for i in np.argsort(-scores, kind="stable"):
-        if keep and iou_matrix(boxes[i][None], boxes[keep])[0].max() > iou:
-            continue
-        keep.append(int(i))
-    return np.array(keep, np.int64)
+    """Indices kept by non-maximum suppression, best score first (torchvision's, as ultralytics uses)."""
+    import torch
+    import torchvision
+
+    keep = torchvision.ops.nms(torch.as_tensor(boxes, dtype=torch.float64).reshape(-1, 4),
+                               torch.as_tensor(scores, dtype=torch.float64).reshape(-1), iou)
+    return keep.numpy().astype(np.int64)
 
 
 def tile_windows(width: int, share: float = TILE_SHARE) -> list[tuple[int, int]]:
@@ -102,18 +101,17 @@ class ViewDetector:
     """A detector made of test-time views of one detector file, merged (see the module docstring)."""
 
     def __init__(self, spec: str, weights: str | Path, iou: float = 0.5) -> None:
-        self.spec = spec
         self.weights = Path(weights)
         parts, _, how = spec.partition(":")
         self.how = how or "nms"
         if self.how not in ("nms", "wbf"):
             raise ValueError(f"view {spec!r}: merge with ':nms' or ':wbf', not {how!r}")
-        self.views = parts.split("+")
         self.iou = iou
         self.conf = 0.01
         self._dets: dict[int | None, YoloDetector] = {}
-        for v in self.views:
-            self._detector(self._side(v))  # load now: a bad spec fails before any frame
+        # (detector, tiled, mirrored) per view, parsed and loaded now: a bad spec fails before any frame
+        self._passes = [(self._detector(self._side(v)), v.removesuffix("f").startswith("tiles"), v.endswith("f"))
+                        for v in parts.split("+")]
 
     @staticmethod
     def _side(view: str) -> int | None:
@@ -134,9 +132,8 @@ class ViewDetector:
         if conf is not None:
             self.conf = conf
 
-    def _pass(self, view: str, image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        det = self._detector(self._side(view))
-        mirrored = view.endswith("f")
+    def _pass(self, det: YoloDetector, tiled: bool, mirrored: bool,
+              image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         img = np.ascontiguousarray(image[:, ::-1]) if mirrored else image
         w = img.shape[1]
 
@@ -145,7 +142,7 @@ class ViewDetector:
             return (np.array([d.box_xyxy for d in found], np.float64).reshape(-1, 4),
                     np.array([d.score for d in found], np.float64))
 
-        if view.removesuffix("f").startswith("tiles"):
+        if tiled:
             windows = tile_windows(w)
             b, s = merge_tiles([run(img[:, x0:x1]) for x0, x1 in windows], windows, w, self.iou)
         else:
@@ -153,7 +150,7 @@ class ViewDetector:
         return (mirror_boxes(b, w) if mirrored else b), s
 
     def detect(self, image: np.ndarray) -> list[Detection]:
-        per_view = [self._pass(v, image) for v in self.views]
+        per_view = [self._pass(*p, image) for p in self._passes]
         if len(per_view) == 1:
             boxes, scores = per_view[0]
         elif self.how == "wbf":
