@@ -83,6 +83,33 @@ def test_road_scene_labels_only_cars(fleet):
             assert np.all(boxes[:, 2] > boxes[:, 0]) and np.all(boxes[:, 3] <= 180)
 
 
+def test_amodal_box_is_the_whole_car_cut_by_the_frame(fleet):
+    """A hidden car's amodal box holds its visible box and reaches behind the car in front (KITTI boxes a
+    hidden car whole); a car in plain view has the same box both ways; no box leaves the frame."""
+    pytest.importorskip("pyrender")
+    from training.render.renderer import CarRenderer
+    from training.render.sampling import RenderConfig
+
+    scfg = SceneConfig(width=320, height=180, layout="road", max_cars=10, negatives=0, **ROAD_CAMERA)
+    hidden = clear = grown = 0
+    with CarRenderer(320, 180) as r:
+        for seed in range(3):
+            s = make_scene(np.random.default_rng(seed), fleet, r, BackgroundSource.procedural(), RenderConfig(),
+                           scfg, [])
+            vis, box, whole = s.cars["visible_fraction"], s.cars["bbox"], s.cars["bbox_amodal"]
+            seen = vis > 0
+            assert np.all(whole[seen, :2] <= box[seen, :2] + 0.5) and np.all(whole[seen, 2:] >= box[seen, 2:] - 0.5)
+            assert np.all(whole[:, :2] >= 0) and np.all(whole[:, 2] <= 320) and np.all(whole[:, 3] <= 180)
+            plain = vis > 0.995
+            np.testing.assert_allclose(whole[plain], box[plain], atol=1.0)
+            clear += int(plain.sum())
+            area = lambda b: (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])  # noqa: E731
+            behind = seen & (vis < 0.7)
+            hidden += int(behind.sum())
+            grown += int((area(whole[behind]) > 1.2 * area(box[behind])).sum())
+    assert clear >= 3 and hidden >= 3 and grown >= 0.75 * hidden, (clear, hidden, grown)
+
+
 def _side_on(yaw_deg: float) -> bool:
     """Within 25 deg of side-on (yaw 90 or 270)."""
     d = (yaw_deg - 90.0) % 180.0

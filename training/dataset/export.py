@@ -24,11 +24,26 @@ def _keep(box: np.ndarray, visible: float) -> bool:
     return visible >= MIN_VISIBLE_FRACTION and (box[3] - box[1]) >= MIN_BOX_HEIGHT_PX
 
 
-def export_yolo(scenes: str | Path, out_dir: str | Path, val_fraction: float = 0.1, prefix: str = "") -> Path:
+#: Which box a YOLO label gives a car: its visible pixels, or its whole silhouette cut by the frame.
+BOX_KINDS = ("visible", "amodal")
+
+
+def export_yolo(scenes: str | Path, out_dir: str | Path, val_fraction: float = 0.1, prefix: str = "",
+                boxes: str = "visible") -> Path:
     """images/{train,val}/*.jpg + labels/{train,val}/*.txt (class 0 = car) + data.yaml. ``prefix``
-    starts every file name, so several scenes files can be exported into one folder."""
+    starts every file name, so several scenes files can be exported into one folder.
+
+    ``boxes``: "visible" boxes a car's visible pixels; "amodal" boxes its whole silhouette as if
+    nothing stood in front of it, cut by the frame, which is how KITTI labels a hidden car (its 2-D
+    boxes agree with its projected 3-D boxes at IoU 0.98 for every occlusion level). Which cars are
+    labelled does not change: at least 15 % visible, the visible part at least 8 px tall."""
+    if boxes not in BOX_KINDS:
+        raise ValueError(f"boxes must be one of {BOX_KINDS}, not {boxes!r}")
     out = Path(out_dir)
     with CarposeDataset(scenes) as ds:
+        if boxes == "amodal" and "cars/bbox_amodal" not in ds.h5:
+            raise ValueError(f"{scenes} has no amodal boxes (rendered before 2026-12-07): render it again "
+                             "or export visible boxes")
         # At least one validation frame when there are two or more: ultralytics refuses an empty val set.
         n_val = min(len(ds) - 1, max(1, int(round(len(ds) * val_fraction)))) if len(ds) >= 2 else 0
         for i, img in tqdm(ds.iter_images(), total=len(ds), desc="export yolo", unit="frame"):
@@ -39,9 +54,10 @@ def export_yolo(scenes: str | Path, out_dir: str | Path, val_fraction: float = 0
             cv2.imwrite(str(out / "images" / part / f"{prefix}{i:06d}.jpg"), cv2.cvtColor(img, cv2.COLOR_RGB2BGR))
             cars = ds.cars_of_frame(i)
             lines = []
-            for box, vis in zip(cars["bbox"], cars["visible_fraction"], strict=True):
+            label_boxes = cars["bbox_amodal"] if boxes == "amodal" else cars["bbox"]
+            for box, label_box, vis in zip(cars["bbox"], label_boxes, cars["visible_fraction"], strict=True):
                 if _keep(box, vis):
-                    x1, y1, x2, y2 = box
+                    x1, y1, x2, y2 = label_box
                     lines.append(f"0 {(x1 + x2) / 2 / w:.6f} {(y1 + y2) / 2 / h:.6f} {(x2 - x1) / w:.6f} "
                                  f"{(y2 - y1) / h:.6f}")
             (out / "labels" / part / f"{prefix}{i:06d}.txt").write_text("\n".join(lines) + ("\n" if lines else ""))

@@ -18,6 +18,7 @@ from training.dataset.schema import (
     LAYER_FIELDS,
     REQUIRED_ATTRS,
     SCENE_CAR_FIELDS,
+    SCENE_CAR_OPTIONAL,
     SCENE_FRAME_FIELDS,
     SCHEMA_VERSION,
 )
@@ -82,7 +83,7 @@ class CarposeDataset:
             return {k: self.h5[k][...] for k in CROP_FIELDS}
         if self.kind == "layers":
             return {k: self.h5[k][...] for k, (_, shape) in LAYER_FIELDS.items() if shape is not None}
-        return {k: self.h5["cars/" + k][...] for k in SCENE_CAR_FIELDS}
+        return {k: self.h5["cars/" + k][...] for k in self._car_fields()}
 
     def image(self, i: int) -> np.ndarray:
         return self.h5["images"][i]
@@ -101,7 +102,11 @@ class CarposeDataset:
         if self.kind != "scenes":
             raise DatasetError(f"{self.path} holds crops, not scenes")
         s, n = int(self.h5["car_start"][i]), int(self.h5["car_count"][i])
-        return {k: self.h5["cars/" + k][s:s + n] for k in SCENE_CAR_FIELDS}
+        return {k: self.h5["cars/" + k][s:s + n] for k in self._car_fields()}
+
+    def _car_fields(self) -> list[str]:
+        """The car columns this file holds (an older file lacks the optional ones)."""
+        return [k for k in SCENE_CAR_FIELDS if k not in SCENE_CAR_OPTIONAL or "cars/" + k in self.h5]
 
 
 def _decode_attrs(h5: h5py.File) -> dict:
@@ -157,6 +162,8 @@ def validate(path: str | Path) -> dict:
         else:
             raise DatasetError(f"{path}: unknown dataset kind {kind!r}")
         for name, (dtype, shape) in expected.items():
+            if name not in h5 and name.removeprefix("cars/") in SCENE_CAR_OPTIONAL:
+                continue
             if name not in h5:
                 raise DatasetError(f"{path}: dataset {name!r} missing")
             d = h5[name]

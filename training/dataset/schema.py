@@ -17,7 +17,9 @@ Scenes file (``kind = "scenes"``): frames plus a flat table of cars:
     K             float32 (F, 3, 3)  camera intrinsics
     car_start     int64   (F,)  first row of the frame's cars in cars/*
     car_count     int32   (F,)
-    cars/frame, cars/model_id, cars/bbox (visible, x1 y1 x2 y2), cars/bbox_full (amodal),
+    cars/frame, cars/model_id, cars/bbox (visible, x1 y1 x2 y2), cars/bbox_full (the projected 3-D box),
+    cars/bbox_amodal (the car's whole silhouette, as if unoccluded, cut by the frame;
+    optional: scenes rendered before 2026-12-07 lack it),
     cars/azimuth_deg, cars/elevation_deg, cars/distance_m, cars/location_cam (x, y, z in the KITTI
     camera frame: x right, y down, z forward, bottom centre of the car), cars/dimensions (l, w, h),
     cars/rotation_y (KITTI), cars/visible_fraction, cars/truncation, cars/paint_rgb
@@ -73,6 +75,7 @@ SCENE_CAR_FIELDS: dict[str, tuple[np.dtype, tuple[int, ...]]] = {
     "model_id": (np.dtype(np.int32), ()),
     "bbox": (np.dtype(np.float32), (4,)),
     "bbox_full": (np.dtype(np.float32), (4,)),
+    "bbox_amodal": (np.dtype(np.float32), (4,)),
     "azimuth_deg": (np.dtype(np.float32), ()),
     "elevation_deg": (np.dtype(np.float32), ()),
     "distance_m": (np.dtype(np.float32), ()),
@@ -83,6 +86,9 @@ SCENE_CAR_FIELDS: dict[str, tuple[np.dtype, tuple[int, ...]]] = {
     "truncation": (np.dtype(np.float32), ()),
     "paint_rgb": (np.dtype(np.uint8), (3,)),
 }
+
+#: Car columns that older scenes files lack (added later to the same schema version): read when present.
+SCENE_CAR_OPTIONAL = frozenset({"bbox_amodal"})
 
 REQUIRED_ATTRS = ("schema_version", "kind", "convention_version", "generator_version", "seed",
                   "count", "render_config", "models", "split", "created")

@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 
 from carpose.detect import PROVENANCE_KEY  # importing carpose.detect makes ultralytics offline
-from training.dataset.export import export_yolo
+from training.dataset.export import BOX_KINDS, export_yolo
 from training.dataset.provenance import refuse_leaky_datasets
 from training.detector.network_input import image_files
 from training.detector.pseudo_label import pseudo_folder_provenance
@@ -45,7 +45,7 @@ def train_detector(scenes: str | Path | list, out: str | Path, epochs: int, imgs
                    device: str, arch: str = "yolo11n.yaml", seed: int = 0, fraction: float = 1.0,
                    init: str | Path | None = None, hours: float | None = None, resume: bool = False,
                    pseudo: list[str | Path] | None = None, lr0: float | None = None,
-                   warmup_bias_lr: float = 0.0) -> Path:
+                   warmup_bias_lr: float = 0.0, boxes: str = "visible") -> Path:
     """Train; return the path of the final .pt weights (``last.pt``: the synthetic validation split
     that ultralytics' ``best.pt`` is chosen on says little about real frames). Every epoch's weights
     stay as ``epoch<N>.pt`` (N counts from 0) so a run can be scored per epoch on real frames.
@@ -60,7 +60,8 @@ def train_detector(scenes: str | Path | list, out: str | Path, epochs: int, imgs
     ``lr0``: AdamW at this learning rate instead of ultralytics' 'auto' optimizer (which ignores any
     lr0 and, for runs this short, picks AdamW at 0.002): a gentler fine-tuning of a warm start.
     ``warmup_bias_lr``: where the biases' rate starts its warm-up with ``lr0`` (0.1 only to reproduce
-    the runs made before the default was mended, below)."""
+    the runs made before the default was mended, below). ``boxes``: the scenes' cars boxed by their
+    visible pixels or whole (training.dataset.export.export_yolo)."""
     from ultralytics import YOLO
 
     no_integration_callbacks()
@@ -73,11 +74,16 @@ def train_detector(scenes: str | Path | list, out: str | Path, epochs: int, imgs
         return last
     data_dir = out / "yolo_data"
     done = data_dir / "exported"  # written after the last file: a cut-off export starts again
+    files = [scenes] if isinstance(scenes, (str, Path)) else list(scenes)
+    marker = "\n".join([*(str(f) for f in files), f"boxes: {boxes}"]) + "\n"
+    if done.exists():
+        had = next((ln[7:] for ln in done.read_text().splitlines() if ln.startswith("boxes: ")), "visible")
+        if had != boxes:
+            raise ValueError(f"{data_dir} holds {had} boxes, not {boxes}: use another --out")
     if not done.exists():
-        files = [scenes] if isinstance(scenes, (str, Path)) else list(scenes)
         for k, f in enumerate(files):
-            export_yolo(f, data_dir, prefix=f"s{k}_" if len(files) > 1 else "")
-        done.write_text("\n".join(str(f) for f in files) + "\n")
+            export_yolo(f, data_dir, prefix=f"s{k}_" if len(files) > 1 else "", boxes=boxes)
+        done.write_text(marker)
     data_yaml = data_dir / "data.yaml"
     if pseudo:
         train_dirs = [str(data_dir / "images" / "train"),
@@ -183,6 +189,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--pseudo", action="append", metavar="DIR",
                    help="a carpose-pseudo-label folder: its real photos and teacher labels join the training "
                         "images (repeat for several)")
+    p.add_argument("--boxes", choices=BOX_KINDS, default="visible",
+                   help="box a scene's car by its visible pixels or whole, cut by the frame (amodal: KITTI's way)")
     p.add_argument("--export", help="also export the final (or, with --real, the chosen) weights to this ONNX path")
     p.add_argument("--real", nargs="*", metavar="SOURCE",
                    help="after training, choose among every epoch's weights and last.pt on these real validation "
@@ -200,7 +208,7 @@ def main(argv: list[str] | None = None) -> int:
         best = train_detector(args.scenes, args.out, args.epochs, args.imgsz, args.batch, args.workers,
                               args.device, args.arch, fraction=args.fraction, init=args.init, hours=args.hours,
                               resume=args.resume, pseudo=args.pseudo, lr0=args.lr0,
-                              warmup_bias_lr=args.warmup_bias_lr)
+                              warmup_bias_lr=args.warmup_bias_lr, boxes=args.boxes)
     except (FileNotFoundError, ValueError) as exc:  # ValidationLeakError too
         print(f"carpose-train-det: error: {exc}", file=sys.stderr)
         return 2

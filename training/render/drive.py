@@ -273,7 +273,7 @@ class Drive:
                 continue
             solo, _ = renderer.render([(actor.model, pose)], cam_pose, self.K, W, H, self.lighting,
                                       paints=[actor.paint])
-            lab = car_labels(actor.model, pose, cam_pose, self.K, W, H, mask, int(solo.mask.sum()))
+            lab = car_labels(actor.model, pose, cam_pose, self.K, W, H, mask, solo.mask)
             box = lab["bbox"]
             centre = np.linalg.inv(cam_pose) @ pose @ np.array([0.0, 0.0, actor.model.extents[2] / 2.0, 1.0])
             lab.update(track_id=actor.track_id, role=actor.role, model=actor.model.name,

@@ -255,16 +255,17 @@ class CarRenderer:
         r.viewport_width, r.viewport_height = width, height
         return r
 
-    def silhouette_pixels(self, model: CarModel, pose: np.ndarray, camera_pose: np.ndarray, K: np.ndarray,
-                          width: int, height: int) -> int:
-        """Pixels the car covers when rendered alone (a flat segmentation pass, no shading): the
-        denominator of a car's visible fraction in a crowded scene."""
+    def silhouette_mask(self, model: CarModel, pose: np.ndarray, camera_pose: np.ndarray, K: np.ndarray,
+                        width: int, height: int) -> np.ndarray:
+        """The pixels the car covers when rendered alone (a flat segmentation pass, no shading): the
+        denominator of a car's visible fraction in a crowded scene, and its amodal box (the whole car
+        as if nothing stood in front of it, cut by the frame: how KITTI boxes a hidden car)."""
         scene = pyrender.Scene(bg_color=(0.0, 0.0, 0.0, 0.0))
         meshes, _ = self._pyrender_meshes(model, 0)
         nodes = [scene.add(m, pose=pose) for m in meshes]
         r = self._viewport(scene, camera_pose, K, width, height)
         seg_rgb, _ = r.render(scene, flags=pyrender.RenderFlags.SEG, seg_node_map={n: _seg_color(0) for n in nodes})
-        return int((_seg_index(seg_rgb, 1) == 0).sum())
+        return _seg_index(seg_rgb, 1) == 0
 
     @staticmethod
     def _add_lights(scene: pyrender.Scene, lighting: Lighting, camera_pose: np.ndarray) -> None:

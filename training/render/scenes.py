@@ -26,8 +26,8 @@ from training.render.renderer import CarRenderer, mask_box
 from training.render.sampling import RenderConfig, sample_car_look, sample_lighting
 
 #: The columns :func:`car_labels` fills, in the order the scenes file has always stored them.
-LABEL_FIELDS = ("bbox", "bbox_full", "azimuth_deg", "elevation_deg", "distance_m", "location_cam", "dimensions",
-                "rotation_y", "visible_fraction", "truncation")
+LABEL_FIELDS = ("bbox", "bbox_full", "bbox_amodal", "azimuth_deg", "elevation_deg", "distance_m", "location_cam",
+                "dimensions", "rotation_y", "visible_fraction", "truncation")
 
 
 @dataclass(frozen=True)
@@ -334,8 +334,8 @@ def _car_rows(renderer: CarRenderer, cars: list[tuple[CarModel, np.ndarray]], mo
     rows: dict[str, list] = {k: [] for k in (*LABEL_FIELDS, "model_id", "paint_rgb")}
     for i, ((model, pose), mid, paint) in enumerate(zip(cars, model_ids, paints, strict=True)):
         visible = seg == i
-        solo_px = renderer.silhouette_pixels(model, pose, cam_pose, K, W, H) if visible.any() else 0
-        for k, v in car_labels(model, pose, cam_pose, K, W, H, visible, solo_px).items():
+        solo = renderer.silhouette_mask(model, pose, cam_pose, K, W, H) if visible.any() else np.zeros_like(visible)
+        for k, v in car_labels(model, pose, cam_pose, K, W, H, visible, solo).items():
             rows[k].append(v)
         rows["model_id"].append(mid)
         rows["paint_rgb"].append(np.round(np.asarray(paint) * 255))
@@ -358,12 +358,14 @@ def _finish(rng: np.random.Generator, cfg: RenderConfig, color: np.ndarray, seg:
 
 
 def car_labels(model: CarModel, pose: np.ndarray, cam_pose: np.ndarray, K: np.ndarray, W: int, H: int,
-               visible_mask: np.ndarray, solo_px: int) -> dict:
+               visible_mask: np.ndarray, solo_mask: np.ndarray) -> dict:
     """KITTI-like labels of one car placed at ``pose`` (car-to-world) seen from ``cam_pose``
     (camera-to-world, OpenGL): boxes, azimuth/elevation/distance along the viewing ray, 3-D location,
     rotation_y, visible fraction and truncation. Shared by scenes and drives (training.render.drive)
     so every synthetic label is computed one way. ``visible_mask`` is the car's pixels in the full
-    render (occlusion included), ``solo_px`` its pixel count rendered alone."""
+    render (occlusion included), ``solo_mask`` its pixels rendered alone. Three boxes: ``bbox`` the
+    visible pixels, ``bbox_amodal`` the whole silhouette cut by the frame (a hidden car boxed whole,
+    as KITTI labels it), ``bbox_full`` the projected 3-D box (not cut)."""
     ext = model.extents
     world_to_cam = np.linalg.inv(cam_pose)
     cam_in_car = np.linalg.inv(pose) @ cam_pose[:, 3]
@@ -371,6 +373,8 @@ def car_labels(model: CarModel, pose: np.ndarray, cam_pose: np.ndarray, K: np.nd
     corners_cam = gl_to_kitti((world_to_cam @ (pose @ _box_corners(model).T)).T[:, :3])
     full = _amodal_box(K, corners_cam)
     box = mask_box(visible_mask)
+    solo_box = mask_box(solo_mask)
+    solo_px = int(solo_mask.sum())
     full_area = max((full[2] - full[0]) * (full[3] - full[1]), 1e-6)
     clipped = np.clip(full, [0, 0, 0, 0], [W, H, W, H])
     bottom = gl_to_kitti((world_to_cam @ pose @ np.array([0.0, 0.0, 0.0, 1.0]))[None, :3])[0]
@@ -378,6 +382,7 @@ def car_labels(model: CarModel, pose: np.ndarray, cam_pose: np.ndarray, K: np.nd
     return {
         "bbox": box if box is not None else np.zeros(4),
         "bbox_full": full,
+        "bbox_amodal": solo_box if solo_box is not None else np.zeros(4),
         "azimuth_deg": wrap_deg(az),
         "elevation_deg": el,
         "distance_m": dist,
