@@ -45,7 +45,7 @@ def train_detector(scenes: str | Path | list, out: str | Path, epochs: int, imgs
                    device: str, arch: str = "yolo11n.yaml", seed: int = 0, fraction: float = 1.0,
                    init: str | Path | None = None, hours: float | None = None, resume: bool = False,
                    pseudo: list[str | Path] | None = None, lr0: float | None = None,
-                   warmup_bias_lr: float = 0.0, boxes: str = "visible") -> Path:
+                   warmup_bias_lr: float = 0.0, boxes: str = "visible", close_mosaic: int | None = None) -> Path:
     """Train; return the path of the final .pt weights (``last.pt``: the synthetic validation split
     that ultralytics' ``best.pt`` is chosen on says little about real frames). Every epoch's weights
     stay as ``epoch<N>.pt`` (N counts from 0) so a run can be scored per epoch on real frames.
@@ -61,7 +61,8 @@ def train_detector(scenes: str | Path | list, out: str | Path, epochs: int, imgs
     lr0 and, for runs this short, picks AdamW at 0.002): a gentler fine-tuning of a warm start.
     ``warmup_bias_lr``: where the biases' rate starts its warm-up with ``lr0`` (0.1 only to reproduce
     the runs made before the default was mended, below). ``boxes``: the scenes' cars boxed by their
-    visible pixels or whole (training.dataset.export.export_yolo)."""
+    visible pixels or whole (training.dataset.export.export_yolo). ``close_mosaic``: how many last epochs
+    train on whole frames instead of mosaics (default: a fifth of them, at least one)."""
     from ultralytics import YOLO
 
     no_integration_callbacks()
@@ -109,7 +110,8 @@ def train_detector(scenes: str | Path | list, out: str | Path, epochs: int, imgs
     # whole CPU run). A timed run re-plans its epoch count after the first epoch, so its last epoch
     # without mosaic is asked for directly.
     warmup = 0.3 if init is not None else 3.0
-    close_mosaic = 1 if hours else max(1, epochs // 5)
+    if close_mosaic is None:
+        close_mosaic = 1 if hours else max(1, epochs // 5)
     model.train(data=str(data_yaml), epochs=epochs, imgsz=imgsz, batch=batch, workers=workers,
                 device=device, project=str(out), name="train", exist_ok=True, pretrained=init is not None,
                 seed=seed, plots=False, amp=device != "cpu", cache="ram", patience=max(10, epochs),
@@ -191,6 +193,8 @@ def main(argv: list[str] | None = None) -> int:
                         "images (repeat for several)")
     p.add_argument("--boxes", choices=BOX_KINDS, default="visible",
                    help="box a scene's car by its visible pixels or whole, cut by the frame (amodal: KITTI's way)")
+    p.add_argument("--close-mosaic", type=int, metavar="N",
+                   help="train the last N epochs on whole frames instead of mosaics (default: a fifth, at least 1)")
     p.add_argument("--export", help="also export the final (or, with --real, the chosen) weights to this ONNX path")
     p.add_argument("--real", nargs="*", metavar="SOURCE",
                    help="after training, choose among every epoch's weights and last.pt on these real validation "
@@ -208,7 +212,8 @@ def main(argv: list[str] | None = None) -> int:
         best = train_detector(args.scenes, args.out, args.epochs, args.imgsz, args.batch, args.workers,
                               args.device, args.arch, fraction=args.fraction, init=args.init, hours=args.hours,
                               resume=args.resume, pseudo=args.pseudo, lr0=args.lr0,
-                              warmup_bias_lr=args.warmup_bias_lr, boxes=args.boxes)
+                              warmup_bias_lr=args.warmup_bias_lr, boxes=args.boxes,
+                              close_mosaic=args.close_mosaic)
     except (FileNotFoundError, ValueError) as exc:  # ValidationLeakError too
         print(f"carpose-train-det: error: {exc}", file=sys.stderr)
         return 2
