@@ -77,11 +77,12 @@ def train_detector(scenes: str | Path | list, out: str | Path, epochs: int, imgs
     done = data_dir / "exported"  # written after the last file: a cut-off export starts again
     files = [scenes] if isinstance(scenes, (str, Path)) else list(scenes)
     marker = "\n".join([*(str(f) for f in files), f"boxes: {boxes}"]) + "\n"
-    if done.exists():
-        had = next((ln[7:] for ln in done.read_text().splitlines() if ln.startswith("boxes: ")), "visible")
+    if done.exists():  # a rerun reuses the export, of the same kind of box only
+        had = next((ln.removeprefix("boxes: ") for ln in done.read_text().splitlines() if ln.startswith("boxes: ")),
+                   "visible")  # folders exported before --boxes hold visible boxes
         if had != boxes:
             raise ValueError(f"{data_dir} holds {had} boxes, not {boxes}: use another --out")
-    if not done.exists():
+    else:
         for k, f in enumerate(files):
             export_yolo(f, data_dir, prefix=f"s{k}_" if len(files) > 1 else "", boxes=boxes)
         done.write_text(marker)

@@ -371,7 +371,7 @@ def car_labels(model: CarModel, pose: np.ndarray, cam_pose: np.ndarray, K: np.nd
     cam_in_car = np.linalg.inv(pose) @ cam_pose[:, 3]
     az, el, dist = view_from_camera_position(cam_in_car[:3], (0.0, 0.0, ext[2] / 2))
     corners_cam = gl_to_kitti((world_to_cam @ (pose @ _box_corners(model).T)).T[:, :3])
-    full = _amodal_box(K, corners_cam)
+    full = _projected_box(K, corners_cam)
     box = mask_box(visible_mask)
     solo_box = mask_box(solo_mask)
     solo_px = int(solo_mask.sum())
@@ -395,7 +395,7 @@ def car_labels(model: CarModel, pose: np.ndarray, cam_pose: np.ndarray, K: np.nd
     }
 
 
-def _amodal_box(K: np.ndarray, corners_cam: np.ndarray) -> np.ndarray:
+def _projected_box(K: np.ndarray, corners_cam: np.ndarray) -> np.ndarray:
     """Box of the projected 3-D bounding box (corners behind the camera are clamped to z>=0.1)."""
     pts = corners_cam.copy()
     pts[:, 2] = np.maximum(pts[:, 2], 0.1)
