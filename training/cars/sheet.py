@@ -11,7 +11,8 @@ Front/rear sheets (docs/car_ends.md): ``--views 0,180 --realistic`` renders only
 from a road camera (5 deg, 10 m), with the training renders' materials (materials.sample_look: dark
 glass, clear head lamps, red tail lamps...) on a grey paint, a mid sunny sky from
 lighting.SkyConfig's ranges with the sun behind the camera's shoulder, and the ground shadow on a
-flat asphalt-grey background; ``--procedural N`` shows N procedural cars instead of a folder.
+flat asphalt-grey background; ``--procedural N`` shows N procedural cars instead of a folder,
+``--panel-vans N`` N procedural panel vans (training.cars.procedural.generate_panel_vans).
 
     python -m training.cars.sheet ../shared/cars --views 0,180 --realistic --size 256 \\
         --out docs/car_ends/shapenet.jpg
@@ -142,9 +143,10 @@ def contact_sheet(models: list[CarModel], size: int = 112, elevation_deg: float 
 def write_sheets(folder: str | Path | None, out: str | Path, per_page: int = 20, size: int = 112,
                  quality: int = 80, azimuths: tuple[float, ...] = AZIMUTHS, realistic: bool = False,
                  elevation_deg: float = 10.0, distance_m: float = 12.0, procedural: int = 0,
-                 fleet_seed: int = 0) -> list[Path]:
+                 fleet_seed: int = 0, panel_vans: int = 0) -> list[Path]:
     """Sheets of every model below ``folder`` (excluded ones too: the sheet is how they are judged)
-    and/or ``procedural`` procedural cars (training.cars.procedural.generate_fleet), ``per_page``
+    and/or ``procedural`` procedural cars (training.cars.procedural.generate_fleet) and ``panel_vans``
+    procedural panel vans, ``per_page``
     cars per JPEG: ``out`` itself when one page, else ``<stem>_<page>.jpg``."""
     files = find_model_files(folder) if folder is not None else []
     models = [load_car(p) for p in files]
@@ -154,8 +156,13 @@ def write_sheets(folder: str | Path | None, out: str | Path, per_page: int = 20,
 
         models += generate_fleet(procedural, seed=fleet_seed)
         notes += [""] * procedural
+    if panel_vans:
+        from training.cars.procedural import generate_panel_vans
+
+        models += generate_panel_vans(panel_vans, seed=fleet_seed)
+        notes += [""] * panel_vans
     if not models:
-        raise ValueError("nothing to show: give a folder or --procedural N")
+        raise ValueError("nothing to show: give a folder, --procedural N or --panel-vans N")
     pages = math.ceil(len(models) / per_page)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -185,15 +192,16 @@ def main(argv: list[str] | None = None) -> int:
                    help="camera elevation, deg (default 10; 5 with --realistic, a road camera)")
     p.add_argument("--distance", type=float, default=None, help="camera distance, m (default 12; 10 with --realistic)")
     p.add_argument("--procedural", type=int, default=0, help="also show this many procedural cars")
+    p.add_argument("--panel-vans", type=int, default=0, help="also show this many procedural panel vans")
     p.add_argument("--fleet-seed", type=int, default=0, help="seed of the procedural fleet")
     args = p.parse_args(argv)
-    if args.folder is None and not args.procedural:
-        p.error("give a folder or --procedural N")
+    if args.folder is None and not args.procedural and not args.panel_vans:
+        p.error("give a folder, --procedural N or --panel-vans N")
     azimuths = tuple(float(a) % 360.0 for a in args.views.split(",")) if args.views else AZIMUTHS
     elevation = args.elevation if args.elevation is not None else (5.0 if args.realistic else 10.0)
     distance = args.distance if args.distance is not None else (10.0 if args.realistic else 12.0)
     for path in write_sheets(args.folder, args.out, args.per_page, args.size, args.quality, azimuths,
-                             args.realistic, elevation, distance, args.procedural, args.fleet_seed):
+                             args.realistic, elevation, distance, args.procedural, args.fleet_seed, args.panel_vans):
         print(f"wrote {path} ({path.stat().st_size / 1e3:.0f} kB)")
     return 0
 

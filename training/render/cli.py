@@ -27,6 +27,8 @@ def _add_job_args(p: argparse.ArgumentParser, default_count: int, backgrounds: b
                         "folders; default: procedural cars only")
     p.add_argument("--procedural", type=int, default=None,
                    help="number of procedural cars (default 48 without --models, 0 with)")
+    p.add_argument("--panel-vans", type=int, default=0, metavar="N",
+                   help="also N procedural panel vans (delivery vans: KITTI's Vans, which the default fleet lacks)")
     p.add_argument("--fleet-seed", type=int, default=0, help="seed of the procedural fleet")
     p.add_argument("--split", choices=("all", "train", "heldout"), default="all",
                    help="which car models to use: all, the training ones, or the held-out ones")
@@ -63,7 +65,7 @@ def _job(args: argparse.Namespace, kind: str) -> int:
 
     models_dir = None if not args.models else args.models[0] if len(args.models) == 1 else tuple(args.models)
     spec = ModelSpec(models_dir=models_dir, procedural=args.procedural, fleet_seed=args.fleet_seed,
-                     split=args.split, heldout_fraction=args.heldout_fraction,
+                     panel_vans=args.panel_vans, split=args.split, heldout_fraction=args.heldout_fraction,
                      heldout=tuple(n for n in args.heldout.split(",") if n))
     inter = InterferenceConfig.none() if args.no_interference else InterferenceConfig()
     look = dict(lighting="studio", materials="flat", shadows=False, haze=(0.0, 0.0)) if args.studio else {}

@@ -21,7 +21,7 @@ from tqdm import tqdm
 from carpose.convention import CONVENTION_VERSION
 from training.cars.loader import load_car_folder
 from training.cars.model import CarModel
-from training.cars.procedural import generate_fleet
+from training.cars.procedural import generate_fleet, generate_panel_vans
 from training.dataset.schema import CROP_FIELDS, LAYER_FIELDS
 from training.dataset.writer import CAR_PREFIX, FRAME_PREFIX, BlockStore
 from training.render.backgrounds import BackgroundSource
@@ -42,6 +42,8 @@ class ModelSpec:
     models_dir: str | tuple[str, ...] | None = None  # one folder, or several (loaded in this order)
     procedural: int | None = None  # None: DEFAULT_PROCEDURAL without models_dir, else 0
     fleet_seed: int = 0
+    #: Procedural panel vans added to the cars (``generate_panel_vans``; not in the default fleet).
+    panel_vans: int = 0
     split: str = "all"
     heldout_fraction: float = 0.25
     heldout: tuple[str, ...] = ()  # explicit held-out model names (overrides the fraction)
@@ -97,6 +99,8 @@ def build_models(spec: ModelSpec) -> tuple[list[CarModel], dict]:
         models += load_car_folder(folder)
     if spec.procedural_count:
         models += generate_fleet(spec.procedural_count, seed=spec.fleet_seed)
+    if spec.panel_vans:
+        models += generate_panel_vans(spec.panel_vans, seed=spec.fleet_seed)
     if not models:
         raise ValueError("no car models: give --models DIR and/or --procedural N > 0")
     names = [m.name for m in models]
