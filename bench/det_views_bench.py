@@ -20,6 +20,8 @@ A view is one pass or several merged:
 * ``tilesSIDE`` (e.g. ``tiles640``): two windows of 60 % of the frame's width (left and right, full
   height, overlapping by a fifth), each fitted into a SIDE box; a box touching a window's inner edge is
   cut by the window, not by the frame, and is dropped; the rest are merged by NMS;
+* a trailing ``@TAG`` (``own@r18``): that pass runs the detector file given as ``--model TAG=PATH``
+  instead of ``--det-model``, so an ensemble of two detectors is ``own+own@r18:wbf``;
 * ``A+B[+C]:nms`` / ``:wbf``: the views' boxes merged by non-maximum suppression (the best box of a
   cluster, at the detector's IoU 0.5) or by weighted box fusion (``training.detector.box_fusion``:
   boxes averaged, a cluster scored by the mean over views, a view that missed the car adding 0).
@@ -100,18 +102,26 @@ def mirror_boxes(boxes: np.ndarray, width: int) -> np.ndarray:
 class ViewDetector:
     """A detector made of test-time views of one detector file, merged (see the module docstring)."""
 
-    def __init__(self, spec: str, weights: str | Path, iou: float = 0.5) -> None:
+    def __init__(self, spec: str, weights: str | Path, iou: float = 0.5,
+                 models: dict[str, Path] | None = None) -> None:
         self.weights = Path(weights)
+        self.models = dict(models or {})
         parts, _, how = spec.partition(":")
         self.how = how or "nms"
         if self.how not in ("nms", "wbf"):
             raise ValueError(f"view {spec!r}: merge with ':nms' or ':wbf', not {how!r}")
         self.iou = iou
         self.conf = 0.01
-        self._dets: dict[int | None, YoloDetector] = {}
+        self._dets: dict[tuple[int | None, Path], YoloDetector] = {}
         # (detector, tiled, mirrored) per view, parsed and loaded now: a bad spec fails before any frame
-        self._passes = [(self._detector(self._side(v)), v.removesuffix("f").startswith("tiles"), v.endswith("f"))
-                        for v in parts.split("+")]
+        self._passes = []
+        for part in parts.split("+"):
+            v, _, tag = part.partition("@")
+            if tag and tag not in self.models:
+                raise ValueError(f"view {part!r}: no --model {tag}=PATH given")
+            weights_of = self.models[tag] if tag else self.weights
+            self._passes.append((self._detector(self._side(v), weights_of), v.removesuffix("f").startswith("tiles"),
+                                 v.endswith("f")))
 
     @staticmethod
     def _side(view: str) -> int | None:
@@ -119,14 +129,14 @@ class ViewDetector:
         if core in ("own", ""):
             return None
         if not core.isdigit():
-            raise ValueError(f"unknown view {view!r}: own, SIDE, tilesSIDE, with an optional trailing f")
+            raise ValueError(f"unknown view {view!r}: own, SIDE, tilesSIDE, with an optional trailing f and @TAG")
         return int(core)
 
-    def _detector(self, side: int | None) -> YoloDetector:
-        if side not in self._dets:
-            self._dets[side] = YoloDetector(DetectorConfig(weights=self.weights, conf=0.01, iou=self.iou,
-                                                           imgsz=side, max_det=300, device="cpu"))
-        return self._dets[side]
+    def _detector(self, side: int | None, weights: Path) -> YoloDetector:
+        if (side, weights) not in self._dets:
+            self._dets[side, weights] = YoloDetector(DetectorConfig(weights=weights, conf=0.01, iou=self.iou,
+                                                                    imgsz=side, max_det=300, device="cpu"))
+        return self._dets[side, weights]
 
     def set_thresholds(self, conf: float | None = None, iou: float | None = None) -> None:
         if conf is not None:
@@ -164,10 +174,11 @@ class ViewDetector:
                 for b, s in zip(boxes, scores, strict=True) if s >= self.conf]
 
 
-def score_view(spec: str, weights: str, sources: list, conf: float) -> dict:
+def score_view(spec: str, weights: str, sources: list, conf: float, models: dict[str, Path] | None = None,
+               iou: float = 0.5) -> dict:
     """AP / P / R (cars >= 40 px), recall 20-40 px and median detect ms of one view, per source and pooled."""
     pipe = Pipeline(PipelineConfig(detector_weights=None, max_cars=300, occluder_conf=conf))
-    pipe.detector = ViewDetector(spec, weights)
+    pipe.detector = ViewDetector(spec, weights, iou=iou, models=models)
     out: dict = {}
     pooled: dict[str, list] = {"all": [], "tall": []}
     small = [0, 0]
@@ -203,14 +214,23 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("views", nargs="*", default=list(DEFAULT_VIEWS), help="views; the first is the baseline")
     p.add_argument("--det-model", default=str(DEFAULT_DET_MODEL))
+    p.add_argument("--model", action="append", default=[], metavar="TAG=PATH",
+                   help="another detector file, run by views ending in @TAG (repeatable)")
     p.add_argument("--sources", nargs="+", help="real sources (default: every one found)")
     p.add_argument("--conf", type=float, default=0.35, help="operating threshold after merging")
+    p.add_argument("--iou", type=float, default=0.5, help="NMS IoU of each pass and of ':nms' merging")
     args = p.parse_args()
+    models = {}
+    for item in args.model:
+        tag, eq, path = item.partition("=")
+        if not eq or not tag or not Path(path).is_file():
+            p.error(f"--model {item!r}: give TAG=PATH of an existing detector file")
+        models[tag] = Path(path)
     sources = available_sources(args.sources, "det_views_bench")
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    print(f"detector views bench: {Path(args.det_model).name}, conf {args.conf}; {platform.machine()}, "
-          f"{os.cpu_count()} cores, load average {load:.1f} at the start")
-    results = {spec: score_view(spec, args.det_model, sources, args.conf) for spec in args.views}
+    print(f"detector views bench: {Path(args.det_model).name}, conf {args.conf}, NMS IoU {args.iou}; "
+          f"{platform.machine()}, {os.cpu_count()} cores, load average {load:.1f} at the start")
+    results = {spec: score_view(spec, args.det_model, sources, args.conf, models, args.iou) for spec in args.views}
     for name in [s.name for s in sources] + ["union"]:
         print("\n".join(format_rows(results, name)))
     if hasattr(os, "getloadavg"):

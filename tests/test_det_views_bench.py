@@ -66,6 +66,31 @@ def test_bad_view_specs_are_refused():
         bench.ViewDetector("own+ownf:mean", SHIPPED_DET)
     with pytest.raises(ValueError, match="unknown view"):
         bench.ViewDetector("big", SHIPPED_DET)
+    with pytest.raises(ValueError, match="no --model r18"):
+        bench.ViewDetector("own+own@r18:wbf", SHIPPED_DET)
+
+
+def test_tagged_pass_runs_its_own_file_and_fuses_with_the_others():
+    """'own@TAG' runs the file given for TAG; fused by WBF with a pass that saw the same boxes, the
+    boxes stay and the scores are the mean of the passes (a car one of two files missed gets half)."""
+    photos = sorted((REPO.parent / "shared" / "real_unlabelled").rglob("*.jpg"))
+    int8 = REPO / "models" / "carpose_det_int8.onnx"
+    if not photos or not SHIPPED_DET.is_file() or not int8.is_file():
+        pytest.skip("needs ../shared/real_unlabelled and the shipped detectors")
+    own = bench.ViewDetector("own", SHIPPED_DET)
+    for path in photos[:40]:
+        img = cv2.imread(str(path), cv2.IMREAD_COLOR)
+        float_boxes = own.detect(img)
+        if any(d.score > 0.5 for d in float_boxes):
+            break
+    else:
+        pytest.skip("no car found in the first photos")
+    twin = bench.ViewDetector("own@q", SHIPPED_DET, models={"q": int8})
+    twin_boxes = twin.detect(img)
+    assert [d.score for d in twin_boxes] != [d.score for d in float_boxes]  # the other file ran
+    same = bench.ViewDetector("own+own@self:wbf", SHIPPED_DET, models={"self": SHIPPED_DET}).detect(img)
+    assert len(same) == len(float_boxes)
+    np.testing.assert_allclose(sorted(d.score for d in same), sorted(d.score for d in float_boxes), atol=1e-6)
 
 
 def test_mirrored_view_finds_the_mirrored_frames_boxes_in_frame_pixels():
