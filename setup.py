@@ -36,6 +36,7 @@ setup(
             "carpose-det-soup = training.detector.soup:main",
             "carpose-det-int8 = training.detector.quantize:main",
             "carpose-pseudo-label = training.detector.pseudo_label:main",
+            "carpose-verify-labels = training.detector.verify_labels:main",
             "carpose-pseudo-pose = training.pose.pseudo_pose:main",
             "carpose-build-engine = training.build_engine:main",
             "carpose_node = carpose.ros.node:run",
