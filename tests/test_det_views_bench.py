@@ -70,21 +70,27 @@ def test_bad_view_specs_are_refused():
         bench.ViewDetector("own+own@r18:wbf", SHIPPED_DET)
 
 
+def _photo_with_a_car(det) -> tuple[np.ndarray, list]:
+    """The first real road photo (../shared/real_unlabelled) where ``det`` boxes a car above 0.5, and its
+    boxes; skips where there is none."""
+    photos = sorted((REPO.parent / "shared" / "real_unlabelled").rglob("*.jpg"))
+    if not photos or not SHIPPED_DET.is_file():
+        pytest.skip("needs ../shared/real_unlabelled and the shipped detector")
+    for path in photos[:40]:
+        img = cv2.imread(str(path), cv2.IMREAD_COLOR)
+        found = det.detect(img)
+        if any(d.score > 0.5 for d in found):
+            return img, found
+    pytest.skip("no car found in the first photos")
+
+
 def test_tagged_pass_runs_its_own_file_and_fuses_with_the_others():
     """'own@TAG' runs the file given for TAG; fused by WBF with a pass that saw the same boxes, the
     boxes stay and the scores are the mean of the passes (a car one of two files missed gets half)."""
-    photos = sorted((REPO.parent / "shared" / "real_unlabelled").rglob("*.jpg"))
     int8 = REPO / "models" / "carpose_det_int8.onnx"
-    if not photos or not SHIPPED_DET.is_file() or not int8.is_file():
-        pytest.skip("needs ../shared/real_unlabelled and the shipped detectors")
-    own = bench.ViewDetector("own", SHIPPED_DET)
-    for path in photos[:40]:
-        img = cv2.imread(str(path), cv2.IMREAD_COLOR)
-        float_boxes = own.detect(img)
-        if any(d.score > 0.5 for d in float_boxes):
-            break
-    else:
-        pytest.skip("no car found in the first photos")
+    if not int8.is_file():
+        pytest.skip("needs the INT8 twin")
+    img, float_boxes = _photo_with_a_car(bench.ViewDetector("own", SHIPPED_DET))
     twin = bench.ViewDetector("own@q", SHIPPED_DET, models={"q": int8})
     twin_boxes = twin.detect(img)
     assert [d.score for d in twin_boxes] != [d.score for d in float_boxes]  # the other file ran
@@ -96,18 +102,9 @@ def test_tagged_pass_runs_its_own_file_and_fuses_with_the_others():
 def test_mirrored_view_finds_the_mirrored_frames_boxes_in_frame_pixels():
     """'ownf' on a frame = 'own' on the mirrored frame, mirrored back; with the shipped detector on a
     real road photo (skipped where ../shared is absent)."""
-    photos = sorted((REPO.parent / "shared" / "real_unlabelled").rglob("*.jpg"))
-    if not photos or not SHIPPED_DET.is_file():
-        pytest.skip("needs ../shared/real_unlabelled and the shipped detector")
     det = bench.ViewDetector("own", SHIPPED_DET)
     flipped = bench.ViewDetector("ownf", SHIPPED_DET)
-    for path in photos[:40]:
-        img = cv2.imread(str(path), cv2.IMREAD_COLOR)
-        own = det.detect(img)
-        if any(d.score > 0.5 for d in own):
-            break
-    else:
-        pytest.skip("no car found in the first photos")
+    img, own = _photo_with_a_car(det)
     w = img.shape[1]
     mirrored_own = np.array([d.box_xyxy for d in det.detect(np.ascontiguousarray(img[:, ::-1]))])
     via_view = np.array([d.box_xyxy for d in flipped.detect(img)])
