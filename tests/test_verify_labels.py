@@ -57,7 +57,8 @@ def test_sheets_number_every_box_and_apply_turns_verdicts_into_labels(pseudo_dir
     out = tmp_path / "verified"
     assert main(["apply", str(pseudo_dir), "--verdicts", str(verify), "--out", str(out), "--quiet"]) == 0
     info = json.loads((out / "pseudo.json").read_text())
-    assert info["verified"]["judged"] == len(verdicts) and info["not"] == 1 and info["loose"] == 1
+    assert info["verified"]["judged"] == info["verified"]["matched"] == len(verdicts)
+    assert info["verified"]["verdicts"]["not"] == 1 and info["verified"]["verdicts"]["loose"] == 1
     assert info["photos_folder"] == json.loads((pseudo_dir / "pseudo.json").read_text())["photos_folder"]
 
     def labels_of(stem):
@@ -109,4 +110,24 @@ def test_bad_verdicts_are_refused_with_the_line(pseudo_dir, tmp_path):
     (verify / "verdicts" / "b.csv").write_text("0,car\n")  # the same verdict twice is fine
     assert read_verdicts(verify) == {0: "car"}
     info = apply_verdicts(pseudo_dir, verify, tmp_path / "o2", progress=False)
-    assert info["car"] == 1
+    assert info["verified"]["verdicts"]["car"] == 1
+
+
+def test_verdicts_for_boxes_the_teacher_no_longer_draws_are_left_out_and_said(pseudo_dir, tmp_path, capsys):
+    import shutil
+
+    verify = tmp_path / "verify"
+    main(["sheets", str(pseudo_dir), "--out", str(verify), "--min-score", "0.05", "--min-px", "8", "--quiet"])
+    rows = _boxes(verify)
+    (verify / "verdicts" / "a.csv").write_text("".join(f"{r['id']},car\n" for r in rows))
+    moved = tmp_path / "pseudo_again"  # as if the teacher were run again and drew its boxes 5 px away
+    shutil.copytree(pseudo_dir, moved)
+    f = moved / "teacher_2" / f"{rows[0]['stem']}.txt"
+    lines = [ln.split() for ln in f.read_text().splitlines() if ln.strip()]
+    for p in lines:
+        p[4:8] = [f"{float(v) + 5:.2f}" for v in p[4:8]]
+    f.write_text("".join(" ".join(p) + "\n" for p in lines))
+    info = apply_verdicts(moved, verify, tmp_path / "out", progress=False)
+    n_moved = sum(r["stem"] == rows[0]["stem"] for r in rows)
+    assert info["verified"]["matched"] == info["verified"]["verdicts"]["car"] == len(rows) - n_moved
+    assert f"{n_moved} of {len(rows)} judged boxes are not among" in capsys.readouterr().err

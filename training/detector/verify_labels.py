@@ -93,6 +93,13 @@ def tile(image: np.ndarray, box: tuple[float, float, float, float], number: int,
     return out
 
 
+def _read(path: str | Path) -> np.ndarray:
+    img = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if img is None:
+        raise ValueError(f"{path}: unreadable photo")
+    return img
+
+
 def write_sheets(pseudo_dir: str | Path, out: str | Path, min_score: float = 0.1, min_px: float = 16.0,
                  per_sheet: int = 30, columns: int = 6, progress: bool = True) -> dict:
     """``out/sheets/sheet_NNN.png`` (``per_sheet`` numbered tiles each) and ``out/boxes.csv`` (id, photo,
@@ -114,7 +121,7 @@ def write_sheets(pseudo_dir: str | Path, out: str | Path, min_score: float = 0.1
         tiles = []
         for r in rows[s * per_sheet:(s + 1) * per_sheet]:
             if r["photo"] not in cache:
-                cache = {r["photo"]: cv2.imread(r["photo"], cv2.IMREAD_COLOR)}  # rows come photo by photo
+                cache = {r["photo"]: _read(r["photo"])}  # rows come photo by photo
             tiles.append(tile(cache[r["photo"]], (r["x1"], r["y1"], r["x2"], r["y2"]), r["id"]))
         tiles += [np.full_like(tiles[0], 40)] * (-len(tiles) % columns)
         grid = np.vstack([np.hstack(tiles[i:i + columns]) for i in range(0, len(tiles), columns)])
@@ -129,10 +136,13 @@ def read_verdicts(verify_dir: str | Path) -> dict[int, str]:
     """Every ``id,verdict`` row of ``verify_dir/verdicts/*.csv``; an unknown verdict, an id judged twice
     two ways or an id that is not in ``boxes.csv`` is an error (a typo must not become a label)."""
     verify_dir = Path(verify_dir)
-    known = {int(r["id"]) for r in csv.DictReader(open(verify_dir / "boxes.csv"))}
+    with open(verify_dir / "boxes.csv", newline="") as fh:
+        known = {int(r["id"]) for r in csv.DictReader(fh)}
     out: dict[int, str] = {}
     for f in sorted((verify_dir / "verdicts").glob("*.csv")):
-        for n, row in enumerate(csv.reader(open(f)), 1):
+        with open(f, newline="") as fh:
+            rows = list(csv.reader(fh))
+        for n, row in enumerate(rows, 1):
             if not row or row[0].strip().lower() in ("id", "") or row[0].startswith("#"):
                 continue
             try:
@@ -161,7 +171,9 @@ def apply_verdicts(pseudo_dir: str | Path, verify_dir: str | Path, out: str | Pa
     info = json.loads((verify_dir / "verify.json").read_text())
     verdicts = read_verdicts(verify_dir)
     judged: dict[str, list[tuple[np.ndarray, str]]] = {}
-    for r in csv.DictReader(open(verify_dir / "boxes.csv")):
+    with open(verify_dir / "boxes.csv", newline="") as fh:
+        shown = list(csv.DictReader(fh))
+    for r in shown:
         v = verdicts.get(int(r["id"]))
         if v is not None:
             judged.setdefault(r["stem"], []).append((np.array([float(r[k]) for k in ("x1", "y1", "x2", "y2")]), v))
@@ -175,16 +187,18 @@ def apply_verdicts(pseudo_dir: str | Path, verify_dir: str | Path, out: str | Pa
     img_dir, lab_dir, kitti_dir = out / "yolo/images/train", out / "yolo/labels/train", out / "label_2"
     for d in (img_dir, lab_dir, kitti_dir):
         d.mkdir(parents=True, exist_ok=True)
-    counts = dict.fromkeys(VERDICTS, 0) | {"photos": 0, "sure": 0, "unsure": 0, "grey_fraction": 0.0}
+    # "sure" / "unsure" are the bands, as in every pseudo-label folder: labels and grey boxes
+    counts = {"photos": 0, "sure": 0, "unsure": 0, "grey_fraction": 0.0}
+    applied = dict.fromkeys(VERDICTS, 0)  # verdicts that met their teacher box
     for path in tqdm(photos, desc="verified labels", unit="photo", disable=not progress):
-        img = cv2.imread(str(path), cv2.IMREAD_COLOR)
+        img = _read(path)
         xyxy, scores = boxes[path]
         mine = judged.get(path.stem, [])
         sure, unsure = [], []
         for k, (b, s) in enumerate(zip(xyxy, scores, strict=True)):
             v = next((v for jb, v in mine if np.allclose(jb, b, atol=0.02)), None)  # boxes.csv rounds to 0.01
             if v is not None:
-                counts[v] += 1
+                applied[v] += 1
                 (sure if v == "car" else unsure if v in GREYED else []).append(b)
             elif own[path][k]:
                 unsure.append(b)
@@ -204,9 +218,15 @@ def apply_verdicts(pseudo_dir: str | Path, verify_dir: str | Path, out: str | Pa
         counts["unsure"] += len(unsure_a)
         counts["grey_fraction"] += float(np.all(copy == GREY, axis=2).mean())
     counts["grey_fraction"] = round(counts["grey_fraction"] / max(1, counts["photos"]), 4)
+    matched = sum(applied.values())
+    if matched < len(verdicts):  # the teacher was run again and drew other boxes: say so, do not guess
+        print(f"carpose-verify-labels: {len(verdicts) - matched} of {len(verdicts)} judged boxes are not among "
+              f"{pseudo_dir}'s teacher boxes (a teacher run other than the judged one?); they are left out",
+              file=sys.stderr)
     result = {"photos_folder": str(folder), "teacher": {**meta["teacher"], "keep": keep, "ignore": ignore},
               "verified": {"from": str(pseudo_dir), "sheets": str(verify_dir), "min_score": info["min_score"],
-                           "min_px": info["min_px"], "shown": info["boxes"], "judged": len(verdicts)},
+                           "min_px": info["min_px"], "shown": info["boxes"], "judged": len(verdicts),
+                           "matched": matched, "verdicts": applied},
               "unreadable": meta.get("unreadable", 0), **counts,
               "teacher_minutes": meta.get("teacher_minutes")}
     (out / "pseudo.json").write_text(json.dumps(result, indent=1))
@@ -239,7 +259,8 @@ def main(argv: list[str] | None = None) -> int:
                   f"(id,verdict: {' | '.join(VERDICTS)}) to {args.out}/verdicts/*.csv")
         else:
             info = apply_verdicts(args.pseudo_dir, args.verdicts, args.out, args.keep, args.ignore, not args.quiet)
-            print(json.dumps({k: info[k] for k in ("photos", "sure", "unsure", *VERDICTS, "grey_fraction")}))
+            print(json.dumps({k: info[k] for k in ("photos", "sure", "unsure", "grey_fraction")}
+                             | {"verdicts": info["verified"]["verdicts"]}))
     except (FileNotFoundError, ValueError) as e:
         print(f"carpose-verify-labels: {e}", file=sys.stderr)
         return 2
