@@ -54,10 +54,11 @@ def test_onnx_warm_start_reproduces_the_exported_model(pose_scenes, tmp_path):
     out2, onnx2 = tmp_path / "det2", tmp_path / "det2.onnx"
     assert main([str(pose_scenes), "--out", str(out2), "--epochs", "1", "--imgsz", "128", "--batch", "4",
                  "--workers", "0", "--init", str(onnx), "--lr0", "0.0005", "--export", str(onnx2),
-                 "--export-hw", "96", "128", "--close-mosaic", "0"]) == 0
+                 "--export-hw", "96", "128", "--close-mosaic", "0", "--seed", "3"]) == 0
     args = (out2 / "train" / "args.yaml").read_text().splitlines()
     assert "optimizer: AdamW" in args and "lr0: 0.0005" in args
     assert "close_mosaic: 0" in args  # mosaics to the end
+    assert "seed: 3" in args and "seed: 0" in (out / "train" / "args.yaml").read_text().splitlines()
     assert "close_mosaic: 1" in (out / "train" / "args.yaml").read_text().splitlines()  # default: the last epoch
     assert "warmup_bias_lr: 0.0" in args  # not ultralytics' 0.1, which undoes a warm start under AdamW
     det = YoloDetector(DetectorConfig(weights=onnx2, conf=0.001))

@@ -196,6 +196,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="box a scene's car by its visible pixels or whole, cut by the frame (amodal: KITTI's way)")
     p.add_argument("--close-mosaic", type=int, metavar="N",
                    help="train the last N epochs on whole frames instead of mosaics (default: a fifth, at least 1)")
+    p.add_argument("--seed", type=int, default=0,
+                   help="ultralytics' seed (data order, augmentation): two seeds show how far a rerun moves")
     p.add_argument("--export", help="also export the final (or, with --real, the chosen) weights to this ONNX path")
     p.add_argument("--real", nargs="*", metavar="SOURCE",
                    help="after training, choose among every epoch's weights and last.pt on these real validation "
@@ -214,7 +216,7 @@ def main(argv: list[str] | None = None) -> int:
                               args.device, args.arch, fraction=args.fraction, init=args.init, hours=args.hours,
                               resume=args.resume, pseudo=args.pseudo, lr0=args.lr0,
                               warmup_bias_lr=args.warmup_bias_lr, boxes=args.boxes,
-                              close_mosaic=args.close_mosaic)
+                              close_mosaic=args.close_mosaic, seed=args.seed)
     except (FileNotFoundError, ValueError) as exc:  # ValidationLeakError too
         print(f"carpose-train-det: error: {exc}", file=sys.stderr)
         return 2
