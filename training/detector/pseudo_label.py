@@ -244,6 +244,35 @@ def read_teacher_file(path: Path) -> tuple[np.ndarray, np.ndarray]:
     return xyxy, np.array([float(r[-1]) for r in rows], np.float64)
 
 
+def recorded_boxes(out: Path, folder: Path, ignore: float,
+                   limit: int | None = None) -> dict[Path, tuple[np.ndarray, np.ndarray]]:
+    """The teacher's recorded boxes (``out/teacher_2``) scoring at least ``ignore``, per photo of ``folder``
+    (the first ``limit``) that the teacher labelled, in photo order."""
+    boxes = {}
+    for path in photos_under(folder)[:limit]:
+        f = out / "teacher_2" / f"{path.stem}.txt"
+        if f.is_file():
+            xyxy, scores = read_teacher_file(f)
+            boxes[path] = (xyxy[scores >= ignore], scores[scores >= ignore])
+    return boxes
+
+
+def write_training_copy(out: Path, stem: str, image: np.ndarray, sure: np.ndarray, unsure: np.ndarray,
+                        inpaint: np.ndarray, inpaint_scores: np.ndarray) -> float:
+    """One photo of a pseudo-label folder: its training copy with the ``unsure`` boxes greyed
+    (``yolo/images/train``), the ``sure`` boxes as YOLO labels (``yolo/labels/train``) and the boxes a
+    renderer inpaints with their scores (``label_2``). Returns the share of the copy's pixels greyed."""
+    img_dir, lab_dir, kitti_dir = out / "yolo/images/train", out / "yolo/labels/train", out / "label_2"
+    for d in (img_dir, lab_dir, kitti_dir):
+        d.mkdir(parents=True, exist_ok=True)
+    h, w = image.shape[:2]
+    copy = grey_out(image, unsure, sure)
+    cv2.imwrite(str(img_dir / f"{stem}.jpg"), copy, [cv2.IMWRITE_JPEG_QUALITY, 95])
+    (lab_dir / f"{stem}.txt").write_text("".join(f"{line}\n" for line in yolo_lines(sure, w, h)))
+    (kitti_dir / f"{stem}.txt").write_text("".join(f"{line}\n" for line in kitti_lines(inpaint, inpaint_scores)))
+    return float(np.all(copy == GREY, axis=2).mean())
+
+
 def write_bands(out: str | Path, keep: float, ignore: float, progress: bool = True) -> dict:
     """From the teacher's recorded boxes: the YOLO training copies (``>= keep`` labels, ``ignore`` ..
     ``keep`` greyed), ``label_2`` (every box ``>= ignore``: what a renderer inpaints), the sheet and
@@ -255,15 +284,9 @@ def write_bands(out: str | Path, keep: float, ignore: float, progress: bool = Tr
                          f"from {meta['teacher']['ignore']}), got ignore {ignore}, keep {keep}")
     folder = Path(meta["photos_folder"])
     refuse_validation_frames(folder, "pseudo-labelled training photos")
-    img_dir, lab_dir, kitti_dir = out / "yolo/images/train", out / "yolo/labels/train", out / "label_2"
-    for d in (img_dir, lab_dir, kitti_dir):
-        d.mkdir(parents=True, exist_ok=True)
     counts = {"photos": 0, "sure": 0, "unsure": 0, "own_car": 0, "photos_with_sure": 0, "grey_fraction": 0.0}
-    photos = [p for p in photos_under(folder)[:meta.get("limit")] if (out / "teacher_2" / f"{p.stem}.txt").is_file()]
-    boxes = {}
-    for path in photos:
-        xyxy, scores = read_teacher_file(out / "teacher_2" / f"{path.stem}.txt")
-        boxes[path] = (xyxy[scores >= ignore], scores[scores >= ignore])
+    boxes = recorded_boxes(out, folder, ignore, meta.get("limit"))
+    photos = list(boxes)
     own = own_car_flags(photos, boxes)
     sheet: list[np.ndarray] = []
     for path in tqdm(photos, desc="pseudo-label bands", unit="photo", disable=not progress):
@@ -272,16 +295,11 @@ def write_bands(out: str | Path, keep: float, ignore: float, progress: bool = Tr
         sure, unsure = split_bands(xyxy[~own[path]], scores[~own[path]], keep)
         unsure = np.vstack([unsure, xyxy[own[path]]])
         counts["own_car"] += int(own[path].sum())
-        h, w = img.shape[:2]
-        copy = grey_out(img, unsure, sure)
-        cv2.imwrite(str(img_dir / f"{path.stem}.jpg"), copy, [cv2.IMWRITE_JPEG_QUALITY, 95])
-        (lab_dir / f"{path.stem}.txt").write_text("".join(f"{line}\n" for line in yolo_lines(sure, w, h)))
-        (kitti_dir / f"{path.stem}.txt").write_text("".join(f"{line}\n" for line in kitti_lines(xyxy, scores)))
+        counts["grey_fraction"] += write_training_copy(out, path.stem, img, sure, unsure, xyxy, scores)
         counts["photos"] += 1
         counts["sure"] += len(sure)
         counts["unsure"] += len(unsure)
         counts["photos_with_sure"] += int(len(sure) > 0)
-        counts["grey_fraction"] += float(np.all(copy == GREY, axis=2).mean())
         if len(sheet) < 48 and counts["photos"] % max(1, len(photos) // 48) == 0:
             sheet.append(_annotated(img, sure, unsure))
     counts["grey_fraction"] = round(counts["grey_fraction"] / max(1, counts["photos"]), 4)

@@ -33,15 +33,12 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
+from carpose.draw import tile_grid
 from training.detector.pseudo_label import (
-    GREY,
-    grey_out,
-    kitti_lines,
     own_car_flags,
-    photos_under,
     pseudo_folder_provenance,
-    read_teacher_file,
-    yolo_lines,
+    recorded_boxes,
+    write_training_copy,
 )
 
 VERDICTS = ("car", "loose", "not", "unsure", "own")
@@ -57,14 +54,10 @@ def candidates(pseudo_dir: str | Path, min_score: float, min_px: float) -> list[
     pseudo_dir = Path(pseudo_dir)
     folder = pseudo_folder_provenance(pseudo_dir)
     rows = []
-    for path in photos_under(folder):
-        f = pseudo_dir / "teacher_2" / f"{path.stem}.txt"
-        if not f.is_file():
-            continue
-        xyxy, scores = read_teacher_file(f)
+    for path, (xyxy, scores) in recorded_boxes(pseudo_dir, folder, min_score).items():
         for k in np.argsort(-scores, kind="stable"):
             x1, y1, x2, y2 = xyxy[k]
-            if scores[k] >= min_score and y2 - y1 >= min_px:
+            if y2 - y1 >= min_px:
                 rows.append({"photo": str(path), "stem": path.stem, "x1": x1, "y1": y1, "x2": x2, "y2": y2,
                              "score": float(scores[k])})
     for i, r in enumerate(rows):
@@ -123,9 +116,7 @@ def write_sheets(pseudo_dir: str | Path, out: str | Path, min_score: float = 0.1
             if r["photo"] not in cache:
                 cache = {r["photo"]: _read(r["photo"])}  # rows come photo by photo
             tiles.append(tile(cache[r["photo"]], (r["x1"], r["y1"], r["x2"], r["y2"]), r["id"]))
-        tiles += [np.full_like(tiles[0], 40)] * (-len(tiles) % columns)
-        grid = np.vstack([np.hstack(tiles[i:i + columns]) for i in range(0, len(tiles), columns)])
-        cv2.imwrite(str(out / "sheets" / f"sheet_{s:03d}.png"), grid)
+        cv2.imwrite(str(out / "sheets" / f"sheet_{s:03d}.png"), tile_grid(tiles, columns))
     info = {"pseudo_dir": str(pseudo_dir), "min_score": min_score, "min_px": min_px, "boxes": len(rows),
             "sheets": n_sheets, "per_sheet": per_sheet, "verdicts": list(VERDICTS)}
     (out / "verify.json").write_text(json.dumps(info, indent=1))
@@ -178,15 +169,9 @@ def apply_verdicts(pseudo_dir: str | Path, verify_dir: str | Path, out: str | Pa
         if v is not None:
             judged.setdefault(r["stem"], []).append((np.array([float(r[k]) for k in ("x1", "y1", "x2", "y2")]), v))
     folder = Path(meta["photos_folder"])
-    photos = [p for p in photos_under(folder) if (pseudo_dir / "teacher_2" / f"{p.stem}.txt").is_file()]
-    boxes = {}
-    for path in photos:
-        xyxy, scores = read_teacher_file(pseudo_dir / "teacher_2" / f"{path.stem}.txt")
-        boxes[path] = (xyxy[scores >= ignore], scores[scores >= ignore])
+    boxes = recorded_boxes(pseudo_dir, folder, ignore, meta.get("limit"))
+    photos = list(boxes)
     own = own_car_flags(photos, boxes)
-    img_dir, lab_dir, kitti_dir = out / "yolo/images/train", out / "yolo/labels/train", out / "label_2"
-    for d in (img_dir, lab_dir, kitti_dir):
-        d.mkdir(parents=True, exist_ok=True)
     # "sure" / "unsure" are the bands, as in every pseudo-label folder: labels and grey boxes
     counts = {"photos": 0, "sure": 0, "unsure": 0, "grey_fraction": 0.0}
     applied = dict.fromkeys(VERDICTS, 0)  # verdicts that met their teacher box
@@ -205,18 +190,13 @@ def apply_verdicts(pseudo_dir: str | Path, verify_dir: str | Path, out: str | Pa
             else:
                 (sure if s >= keep else unsure).append(b)
         sure_a, unsure_a = np.array(sure).reshape(-1, 4), np.array(unsure).reshape(-1, 4)
-        h, w = img.shape[:2]
-        copy = grey_out(img, unsure_a, sure_a)
-        cv2.imwrite(str(img_dir / f"{path.stem}.jpg"), copy, [cv2.IMWRITE_JPEG_QUALITY, 95])
-        (lab_dir / f"{path.stem}.txt").write_text("".join(f"{line}\n" for line in yolo_lines(sure_a, w, h)))
         # what a renderer inpaints: every box that may be a car (not the ones judged background)
         inpaint = np.vstack([sure_a, unsure_a])
-        (kitti_dir / f"{path.stem}.txt").write_text(
-            "".join(f"{line}\n" for line in kitti_lines(inpaint, np.ones(len(inpaint)))))
+        counts["grey_fraction"] += write_training_copy(out, path.stem, img, sure_a, unsure_a, inpaint,
+                                                       np.ones(len(inpaint)))
         counts["photos"] += 1
         counts["sure"] += len(sure_a)
         counts["unsure"] += len(unsure_a)
-        counts["grey_fraction"] += float(np.all(copy == GREY, axis=2).mean())
     counts["grey_fraction"] = round(counts["grey_fraction"] / max(1, counts["photos"]), 4)
     matched = sum(applied.values())
     if matched < len(verdicts):  # the teacher was run again and drew other boxes: say so, do not guess
