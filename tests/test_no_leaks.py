@@ -25,6 +25,7 @@ from carpose.eval.real_sources import (
     validation_sources,
 )
 from training.dataset.provenance import background_folders, refuse_leaky_datasets
+from training.render.backgrounds import BackgroundSource
 
 VALIDATION = [p for s in validation_sources() for p in (s.images, s.labels)]
 
@@ -111,6 +112,26 @@ def test_detector_training_refuses_scenes_over_validation_frames(clean_crops, tm
         h5.attrs["render_config"] = json.dumps(cfg)
     assert main([str(leaky), "--out", str(tmp_path / "det"), "--epochs", "1"]) == 2
     assert not (tmp_path / "det" / "train").exists()
+
+
+def test_a_validation_folder_among_several_background_label_folders_is_refused(clean_crops, tmp_path):
+    clean, photos = clean_crops
+    for labels, leaks in ((["data/det/pseudo/label_2", "data/det/pseudo_v/label_2"], False),
+                          (["data/det/pseudo/label_2", "data/real/kitti_val/label_2"], True)):
+        two = tmp_path / f"two_{leaks}.h5"
+        two.write_bytes(clean.read_bytes())
+        with h5py.File(two, "r+") as h5:  # carpose-render --background-labels A B records both folders
+            cfg = json.loads(h5.attrs["render_config"])
+            cfg["background_labels"] = labels
+            h5.attrs["render_config"] = json.dumps(cfg)
+        assert background_folders(two) == [str(photos), *labels]
+        if leaks:
+            with pytest.raises(ValidationLeakError, match="kitti_val"):
+                refuse_leaky_datasets([two])
+        else:
+            assert refuse_leaky_datasets([two]) == sorted([str(photos), *labels])
+    with pytest.raises(ValidationLeakError, match="nuscenes_front"):
+        BackgroundSource.from_folder(photos, labels=[tmp_path, "data/real/nuscenes_front/label_2"])
 
 
 def test_adapt_bn_refuses_validation_images(pose_run, tmp_path, capsys):

@@ -144,6 +144,44 @@ def test_labelled_background_crops_never_touch_a_box(tmp_path):
     assert free_region((100, 100), np.array([[0, 0, 100, 100]]), rng, 1.0) is None
 
 
+def test_several_label_folders_keep_every_box_of_each_out_of_the_backgrounds(tmp_path):
+    import cv2
+
+    from training.render.backgrounds import frame_without_cars
+    from training.render.cli import background_labels
+
+    img = np.full((300, 500, 3), 90, np.uint8)
+    boxes = np.array([[50, 60, 200, 160], [300, 100, 420, 260]], float)
+    for x1, y1, x2, y2 in boxes.astype(int):
+        img[y1:y2, x1:x2] = (0, 0, 255)  # two red "cars"
+    img_dir, lab_a, lab_b = tmp_path / "image_2", tmp_path / "teacher", tmp_path / "judged"
+    for d in (img_dir, lab_a, lab_b):
+        d.mkdir()
+    for name in ("000000", "000001", "000002"):
+        cv2.imwrite(str(img_dir / f"{name}.png"), img)
+    line = "Car -1 -1 -10 {} {} {} {} -1 -1 -1 -1000 -1000 -1000 -10 1.0\n"
+    (lab_a / "000000.txt").write_text(line.format(*boxes[0]))  # each list knows one car of photo 0
+    (lab_b / "000000.txt").write_text(line.format(*boxes[1]))
+    (lab_b / "000001.txt").write_text(line.format(*boxes[0]) + line.format(*boxes[1]))  # photo 1: only in B
+    src = BackgroundSource.from_folder(img_dir, labels=[lab_a, lab_b])
+    assert [p.name for p in src.photos] == ["000000.png", "000001.png"]  # photo 2 has no label anywhere
+    np.testing.assert_allclose(src.boxes[src.photos[0]], boxes)
+    rng = np.random.default_rng(0)
+    for _ in range(100):
+        out, origin = src.sample_with_region(rng, 24, 24)
+        assert not boxes_overlap(origin[1], boxes)
+        assert not ((out[..., 0] > 200) & (out[..., 2] < 50)).any()
+    road = frame_without_cars(img[..., ::-1], src.boxes[src.photos[0]], rng, 180, 300)  # RGB, both inpainted
+    assert not ((road[..., 0] > 200) & (road[..., 2] < 50)).any()
+    one = BackgroundSource.from_folder(img_dir, labels=lab_a)  # one folder: its car only, photo 0 only
+    assert [p.name for p in one.photos] == ["000000.png"] and len(one.boxes[one.photos[0]]) == 1
+    assert background_labels(None) is None and background_labels([str(lab_a)]) == str(lab_a)
+    cfg = RenderConfig(background_labels=background_labels([str(lab_a), str(lab_b)]))
+    assert RenderConfig.from_json(cfg.to_json()) == cfg  # several folders survive the jobs' JSON round trip
+    with pytest.raises(FileNotFoundError, match="nowhere"):
+        BackgroundSource.from_folder(img_dir, labels=[lab_a, tmp_path / "nowhere"])
+
+
 def test_photometric_ops_keep_shape_and_dtype():
     rng = np.random.default_rng(0)
     img = rng.integers(0, 255, (40, 56, 3), dtype=np.uint8)

@@ -26,6 +26,8 @@ def background_folders(path: str | Path) -> list[str]:
     labels = (attrs.get("render_config") or {}).get("background_labels")
     if isinstance(labels, str) and labels:
         out.append(labels)
+    elif isinstance(labels, list):  # several label folders (carpose-render --background-labels A B)
+        out.extend(str(f) for f in labels if f)
     return out
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections import OrderedDict
+from collections.abc import Sequence
 from pathlib import Path
 
 import cv2
@@ -60,26 +61,37 @@ class BackgroundSource:
         self.misses = 0  # draws that found no free crop in a photo (then another photo is tried)
 
     @classmethod
-    def from_folder(cls, folder: str | Path, labels: str | Path | None = None, procedural_fraction: float = 0.0,
-                    bottom_margin: float = 0.0) -> BackgroundSource:
-        """Photos under ``folder``; with ``labels`` (a KITTI label_2 folder) only the photos that
-        have a label file, cropped away from every labelled box (see the class doc)."""
+    def from_folder(cls, folder: str | Path, labels: str | Path | Sequence[str | Path] | None = None,
+                    procedural_fraction: float = 0.0, bottom_margin: float = 0.0) -> BackgroundSource:
+        """Photos under ``folder``; with ``labels`` (a KITTI label_2 folder, or several) only the photos
+        that have a label file in one of them, cropped away from every box any of them lists (see the
+        class doc). Several folders: the labels of two teachers, or a teacher's and the boxes people
+        judged to be cars, so that a real car one list missed is still kept out of the renders, where it
+        would be an unlabelled car the detector learns to call background."""
         root = Path(folder)
+        folders = [] if labels is None else [Path(labels)] if isinstance(labels, (str, Path)) else \
+            [Path(f) for f in labels]
         refuse_validation_frames(root, "render backgrounds")
-        refuse_validation_frames(labels, "render backgrounds")
+        for lab in folders:
+            refuse_validation_frames(lab, "render backgrounds")
         if not root.is_dir():
             raise FileNotFoundError(f"background folder {root} does not exist")
         photos = sorted(p for p in root.rglob("*") if p.suffix.lower() in PHOTO_SUFFIXES and p.is_file())
         if not photos:
             raise ValueError(f"background folder {root} has no {'/'.join(PHOTO_SUFFIXES)} images")
         boxes = None
-        if labels is not None:
-            lab = Path(labels)
-            if not lab.is_dir():
-                raise FileNotFoundError(f"background label folder {lab} does not exist")
-            boxes = {p: read_kitti_boxes(lab / f"{p.stem}.txt") for p in photos if (lab / f"{p.stem}.txt").is_file()}
+        if folders:
+            for lab in folders:
+                if not lab.is_dir():
+                    raise FileNotFoundError(f"background label folder {lab} does not exist")
+            boxes = {}
+            for p in photos:
+                files = [lab / f"{p.stem}.txt" for lab in folders if (lab / f"{p.stem}.txt").is_file()]
+                if files:
+                    boxes[p] = np.vstack([read_kitti_boxes(f) for f in files])
             if not boxes:
-                raise ValueError(f"no photo in {root} has a label file in {lab}: cars could not be avoided")
+                where = " or ".join(str(f) for f in folders)
+                raise ValueError(f"no photo in {root} has a label file in {where}: cars could not be avoided")
             photos = sorted(boxes)
         return cls(photos, boxes=boxes, procedural_fraction=procedural_fraction, bottom_margin=bottom_margin)
 

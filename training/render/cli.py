@@ -36,9 +36,10 @@ def _add_job_args(p: argparse.ArgumentParser, default_count: int, backgrounds: b
     p.add_argument("--heldout", default="", help="comma-separated model names to hold out (overrides fraction)")
     if backgrounds:
         p.add_argument("--backgrounds", help="folder of photos for backgrounds; default: procedural backgrounds")
-        p.add_argument("--background-labels", help="KITTI label_2 folder of the background photos: crops avoid "
-                       "every labelled box (real road frames with their cars removed); photos without a label file "
-                       "are skipped")
+        p.add_argument("--background-labels", nargs="+", metavar="DIR",
+                       help="KITTI label_2 folder(s) of the background photos: crops avoid (road scenes inpaint) every "
+                       "box any of them lists (real road frames with their cars removed); photos without a label "
+                       "file in any are skipped")
     p.add_argument("--procedural-backgrounds", type=float, default=0.3,
                    help="share of procedural backgrounds when --backgrounds is given (layers: when compositing with "
                         "carpose-train --composite-backgrounds; default 0.3)")
@@ -56,6 +57,15 @@ def _add_job_args(p: argparse.ArgumentParser, default_count: int, backgrounds: b
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
+def background_labels(folders: list[str] | None) -> str | tuple[str, ...] | None:
+    """``--background-labels`` for RenderConfig: one folder as a plain path, as every dataset rendered
+    before several folders were possible records it (their attributes stay byte for byte the same);
+    several as a tuple."""
+    if not folders:
+        return None
+    return folders[0] if len(folders) == 1 else tuple(folders)
+
+
 def _job(args: argparse.Namespace, kind: str) -> int:
     from training.render.interference import InterferenceConfig
     from training.render.jobs import ModelSpec, run_job
@@ -70,7 +80,7 @@ def _job(args: argparse.Namespace, kind: str) -> int:
     inter = InterferenceConfig.none() if args.no_interference else InterferenceConfig()
     look = dict(lighting="studio", materials="flat", shadows=False, haze=(0.0, 0.0)) if args.studio else {}
     cfg = RenderConfig(crop=CropSpec(size=getattr(args, "size", 128)), interference=inter,
-                       background_labels=getattr(args, "background_labels", None),
+                       background_labels=background_labels(getattr(args, "background_labels", None)),
                        procedural_backgrounds=args.procedural_backgrounds,
                        **look)
     scfg = None

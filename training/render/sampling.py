@@ -55,7 +55,7 @@ class RenderConfig:
     self_shadow: bool = False  # pyrender shadow maps on the car itself (slower)
     materials: str = "real"  # "real": materials.sample_look; "flat": paint colour only (old)
     haze: tuple[float, float] = (0.0, 0.1)  # car pulled towards the background's mean colour
-    background_labels: str | None = None  # KITTI label_2 folder: photo crops avoid its boxes
+    background_labels: str | tuple[str, ...] | None = None  # KITTI label_2 folder(s): photo crops avoid their boxes
     procedural_backgrounds: float = 0.3  # share of procedural backgrounds when photos are given
     background_bottom_margin: float = 0.16  # with labels: rows at the bottom skipped (nuScenes ego hood)
     interference: InterferenceConfig = field(default_factory=InterferenceConfig)
@@ -78,6 +78,8 @@ class RenderConfig:
             if k not in d:
                 continue
             d[k] = tuple(d[k])
+        if isinstance(d.get("background_labels"), list):  # several label folders
+            d["background_labels"] = tuple(d["background_labels"])
         return cls(**d)
 
 
