@@ -125,12 +125,13 @@ def make_soup(members: list[str | Path], weights: list[float], out: str | Path,
     """Average the members' weights and export the soup to ``out`` (ONNX at ``export_hw``; with
     ``dynamic``, the box that frames are fitted into, see ``export_onnx``). With
     ``operate_at``, the soup's class scores are shifted so that the default threshold cuts where
-    ``operate_at`` cut them (a soup's scores need not sit where its members' did)."""
+    ``operate_at`` cut them (a soup's scores need not sit where its members' did). One member is its
+    own weights re-exported: with ``operate_at``, a single detector moved to its operating point."""
     import torch
 
     shift = 0.0 if operate_at is None else threshold_shift(operate_at)
-    if len(members) < 2:
-        raise ValueError("a soup needs at least two members")
+    if not members:
+        raise ValueError("give at least one member")
     if len(weights) != len(members) or any(w < 0 for w in weights) or abs(sum(weights) - 1) > 1e-6:
         raise ValueError(f"give one non-negative weight per member, summing to 1 (got {weights})")
     with tempfile.TemporaryDirectory(prefix="carpose_soup_") as tmp:
