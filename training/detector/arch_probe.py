@@ -22,32 +22,22 @@ import sys
 import tempfile
 from pathlib import Path
 
-import carpose.detect  # noqa: F401  (offline ultralytics)
-
 
 def random_detector(arch: str, out: str | Path, box: tuple[int, int] = (352, 640), seed: int = 0) -> dict:
     """Write ``out``: ``arch`` (an ultralytics model file such as ``yolo11s.yaml``) with random
     weights and one class, exported like ``carpose_det.onnx``; returns what was made."""
     import torch
-    from ultralytics import YOLO
-    from ultralytics.nn.tasks import DetectionModel, yaml_model_load
 
     from training.detector.train import export_onnx
+    from training.detector.warm_start import blank_detector, save_detector
 
+    torch.manual_seed(seed)
     try:
-        cfg = yaml_model_load(arch)
+        net = blank_detector(arch, {0: "car"})
     except FileNotFoundError as exc:
         raise ValueError(f"{arch}: not an ultralytics architecture file ({exc})") from exc
-    cfg.pop("yaml_file", None)
-    cfg["nc"] = 1
-    torch.manual_seed(seed)
-    net = DetectionModel(cfg, verbose=False)
-    net.names = {0: "car"}
-    yolo = YOLO(arch, task="detect", verbose=False)  # the wrapper whose checkpoints ultralytics reloads
-    yolo.model = net
     with tempfile.TemporaryDirectory() as tmp:
-        pt = Path(tmp) / Path(arch).with_suffix(".pt").name
-        yolo.save(str(pt))
+        pt = save_detector(net, arch, Path(tmp) / Path(arch).with_suffix(".pt").name)
         export_onnx(pt, out, box, provenance={"untrained": arch, "purpose": "timing only"}, dynamic=True)
     return {"onnx": str(out), "arch": arch, "parameters": sum(p.numel() for p in net.parameters()),
             "box": list(box)}

@@ -24,6 +24,33 @@ import numpy as np
 from training.detector.network_input import network_inputs
 
 
+def blank_detector(arch: str, names: dict[int, str]):
+    """``arch`` (an ultralytics model file such as ``yolo11n.yaml``) with ``names`` as its classes and
+    freshly initialised weights: the network a warm start fills, or one timed untrained (arch_probe)."""
+    from ultralytics.nn.tasks import DetectionModel, yaml_model_load
+
+    import carpose.detect  # noqa: F401  (offline ultralytics)
+
+    cfg = yaml_model_load(arch)
+    cfg.pop("yaml_file", None)
+    cfg["nc"] = len(names)
+    net = DetectionModel(cfg, verbose=False)
+    net.names = names
+    return net
+
+
+def save_detector(net, arch: str, out_pt: str | Path) -> Path:
+    """``net`` written as an ultralytics checkpoint (what ``YOLO(out_pt)``, the trainer and the exporter load)."""
+    from ultralytics import YOLO
+
+    yolo = YOLO(arch, task="detect", verbose=False)  # the wrapper that saves checkpoints ultralytics reloads
+    yolo.model = net
+    out_pt = Path(out_pt)
+    out_pt.parent.mkdir(parents=True, exist_ok=True)
+    yolo.save(str(out_pt))
+    return out_pt
+
+
 def onnx_to_pt(onnx_path: str | Path, out_pt: str | Path, arch: str = "yolo11n.yaml",
                calibration: list[str | Path] | None = None, imgsz: int = 640) -> Path:
     """Write ``out_pt``: ``arch`` with the class names and weights of ``onnx_path``; with
@@ -34,19 +61,12 @@ def onnx_to_pt(onnx_path: str | Path, out_pt: str | Path, arch: str = "yolo11n.y
     import onnx
     import torch
     from onnx import numpy_helper
-    from ultralytics import YOLO
-    from ultralytics.nn.tasks import DetectionModel, yaml_model_load
-
-    import carpose.detect  # noqa: F401  (offline ultralytics)
 
     proto = onnx.load(str(onnx_path))
     meta = {p.key: p.value for p in proto.metadata_props}
     names = ast.literal_eval(meta.get("names", "{0: 'car'}"))
     weights = {i.name: torch.from_numpy(numpy_helper.to_array(i).copy()) for i in proto.graph.initializer}
-    cfg = yaml_model_load(arch)
-    cfg.pop("yaml_file", None)
-    cfg["nc"] = len(names)
-    net = DetectionModel(cfg, verbose=False)  # ``arch`` with the ONNX file's class count
+    net = blank_detector(arch, names)  # ``arch`` with the ONNX file's classes
     modules = dict(net.named_modules())
     used = set()
     with torch.no_grad():
@@ -73,15 +93,9 @@ def onnx_to_pt(onnx_path: str | Path, out_pt: str | Path, arch: str = "yolo11n.y
     missing = [n for n in weights if n.endswith((".weight", ".bias")) and n not in used and "dfl" not in n]
     if missing:
         raise ValueError(f"{onnx_path}: {len(missing)} tensors have no place in {arch}: {missing[:4]}")
-    net.names = names
     if calibration:
         calibrate_batchnorms(net, network_inputs(calibration, (imgsz, imgsz)))
-    yolo = YOLO(arch, task="detect", verbose=False)  # the wrapper that saves checkpoints ultralytics reloads
-    yolo.model = net
-    out_pt = Path(out_pt)
-    out_pt.parent.mkdir(parents=True, exist_ok=True)
-    yolo.save(str(out_pt))
-    return out_pt
+    return save_detector(net, arch, out_pt)
 
 
 def calibrate_batchnorms(net, images: np.ndarray, batch: int = 8) -> None:
