@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
+import types
 from pathlib import Path
 
 import pytest
@@ -16,6 +18,16 @@ import torch._dynamo  # noqa: F401
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("CARPOSE_SHARED", REPO.parent / "shared"))
+
+
+def load_script(relpath: str, name: str | None = None) -> types.ModuleType:
+    """A script of the repository (``bench/...py``, ``scripts/...py``: not importable packages) loaded as a
+    module, so tests can call its functions."""
+    path = REPO / relpath
+    spec = importlib.util.spec_from_file_location(name or path.stem, path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
 
 
 @pytest.fixture(scope="session")

@@ -3,27 +3,15 @@ frame is, so the lever table it prints compares views and not mapping errors."""
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import cv2
 import numpy as np
 import pytest
+from conftest import REPO, load_script
 
 from carpose.track import iou_matrix
 
-REPO = Path(__file__).resolve().parents[1]
 SHIPPED_DET = REPO / "models" / "carpose_det.onnx"
-
-
-def _bench():
-    spec = importlib.util.spec_from_file_location("det_views_bench", REPO / "bench" / "det_views_bench.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
-bench = _bench()
+bench = load_script("bench/det_views_bench.py")
 
 
 def test_tiles_cover_the_frame_and_overlap():

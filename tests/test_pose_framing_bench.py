@@ -3,25 +3,13 @@ flipped only when it was read right at its label box, and a run on a real source
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import numpy as np
 import pytest
+from conftest import load_script
 
 from carpose.eval.real_sources import resolve_sources
 
-REPO = Path(__file__).resolve().parents[1]
-
-
-def _bench():
-    spec = importlib.util.spec_from_file_location("pose_framing_bench", REPO / "bench" / "pose_framing_bench.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
-bench = _bench()
+bench = load_script("bench/pose_framing_bench.py")
 
 
 def test_framings_move_the_named_edges_by_shares_of_the_box():

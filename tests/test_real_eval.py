@@ -8,7 +8,6 @@ labels and skip when ../shared or the labels are absent.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import shutil
 from pathlib import Path
@@ -16,7 +15,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from conftest import REPO, SHARED
+from conftest import REPO, SHARED, load_script
 
 from carpose.convention import kitti_alpha_from_azimuth
 from carpose.eval.azimuth_report import azimuth_summary, format_azimuth_summary
@@ -54,9 +53,7 @@ def test_sure_flag_is_the_16th_field_and_absent_means_sure(tmp_path):
 
 
 def test_label_tool_writes_what_kitti_reads(tmp_path):
-    spec = importlib.util.spec_from_file_location("label_tool", REPO / "scripts" / "label_tool.py")
-    tool = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tool)
+    tool = load_script("scripts/label_tool.py")
     simple = tmp_path / "simple.txt"
     simple.write_text("100 200 180 260 45 0 0.0 1\n300 200 340 230 270 1 0.2 0  # a far car, not sure\n")
     assert tool.write_labels(simple, tmp_path / "label_2" / "000007.txt") == 2
