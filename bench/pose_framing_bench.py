@@ -27,6 +27,7 @@ import numpy as np
 from carpose.convention import angular_error
 from carpose.eval.kitti import kitti_pairs, parse_kitti_label
 from carpose.eval.real_sources import available_sources
+from carpose.eval.scoring import FLIP_DEG, azimuth_error_stats
 from carpose.pipeline import DEFAULT_POSE_MODEL, Pipeline, PipelineConfig
 
 # Each framing moves the box's edges (x0, y0, x1, y1) by these shares of its width / height: about the
@@ -41,7 +42,6 @@ FRAMINGS: dict[str, tuple[float, float, float, float]] = {
     "grown 4 % a side": (-0.04, -0.04, 0.04, 0.04),
     "shrunk 3 % a side": (0.03, 0.03, -0.03, -0.03),
 }
-FLIP_DEG = 150.0
 
 
 def framed(boxes: np.ndarray, shift: tuple[float, float, float, float]) -> np.ndarray:
@@ -57,13 +57,8 @@ def summarise(errors: np.ndarray, names: list[str]) -> list[dict]:
     that flip under that framing."""
     errors = np.asarray(errors, dtype=np.float64).reshape(-1, len(names))
     flips = errors > FLIP_DEG
-    rows = []
-    for j, name in enumerate(names):
-        rows.append({"framing": name, "n": int(len(errors)),
-                     "acc30": float((errors[:, j] <= 30).mean()) if len(errors) else float("nan"),
-                     "flips": int(flips[:, j].sum()),
-                     "new_flips": int((flips[:, j] & ~flips[:, 0]).sum())})
-    return rows
+    return [{"framing": name, **azimuth_error_stats(errors[:, j]), "new_flips": int((flips[:, j] & ~flips[:, 0]).sum())}
+            for j, name in enumerate(names)]
 
 
 def source_errors(pipe: Pipeline, source, min_height: float, max_truncation: float) -> np.ndarray:
@@ -109,7 +104,8 @@ def main(argv: list[str] | None = None) -> int:
     for source in sources:
         errors = source_errors(pipe, source, args.min_height, args.max_truncation)
         for row in summarise(errors, names):
-            print(f"| {source.name} | {row['framing']} | {row['n']} | {100 * row['acc30']:.1f}% | {row['flips']} | "
+            acc = "-" if row["acc_30"] is None else f"{100 * row['acc_30']:.1f}%"
+            print(f"| {source.name} | {row['framing']} | {row['n']} | {acc} | {row['flips']} | "
                   f"{row['new_flips'] if row['framing'] != names[0] else '-'} |")
         flips = errors > FLIP_DEG
         unstable = int((~flips[:, 0] & flips[:, 1:].any(axis=1)).sum()) if len(errors) else 0

@@ -28,10 +28,10 @@ def test_summary_counts_new_flips_only_for_cars_right_at_the_label_box():
                        [175.0, 178.0, 20.0],   # already flipped at the box: not new under a
                        [40.0, 35.0, 160.0]])   # wrong (not a flip) at the box, flips under b: new
     rows = {r["framing"]: r for r in bench.summarise(errors, names)}
-    assert rows["label box"]["flips"] == 1 and rows["label box"]["acc30"] == pytest.approx(1 / 3)
+    assert rows["label box"]["flips"] == 1 and rows["label box"]["acc_30"] == pytest.approx(1 / 3)
     assert (rows["a"]["flips"], rows["a"]["new_flips"]) == (2, 1)
     assert (rows["b"]["flips"], rows["b"]["new_flips"]) == (1, 1)
-    assert rows["b"]["acc30"] == pytest.approx(2 / 3)
+    assert rows["b"]["acc_30"] == pytest.approx(2 / 3)
 
 
 def test_a_real_source_prints_every_framing(capsys):
