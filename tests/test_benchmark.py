@@ -77,7 +77,7 @@ def test_balanced_score_lets_neither_source_nor_the_commonest_view_outvote():
 
 def test_real_sources_resolve_by_name_or_folder_and_say_what_is_missing(tmp_path):
     names = [s.name for s in validation_sources()]
-    assert names == ["nuscenes_front", "kitti_val"]
+    assert names == ["nuscenes_front", "kitti_val", "stanford_val"]
     kitti = source_from_spec("kitti_val")
     assert kitti.det_types == ("Car", "Van") and kitti.pose_types == ("Car",)
     (tmp_path / "set" / "label_2").mkdir(parents=True)

@@ -97,6 +97,18 @@ def kitti_crops(root: str | Path, spec: CropSpec, types: tuple[str, ...] = ("Car
                       np.asarray(frames, np.int64), np.asarray(scored, bool), refs, skipped)
 
 
+def source_crops(src, spec: CropSpec, progress: bool = True, lenders: bool = False) -> KittiCrops:
+    """The labelled cars of a real source (``carpose.eval.real_sources.RealSource``) under its own pose
+    filter: a frames source's boxes (``kitti_crops``), or a labelled-photos source's part
+    (``carpose.eval.photo_labels.photo_crops``: one car per photo, nothing to lend)."""
+    if src.kind == "photos":
+        from carpose.eval.photo_labels import photo_crops  # it imports this module
+
+        return photo_crops(src.labels, spec, src.part, progress)
+    return kitti_crops(src.labels, spec, src.pose_types, src.pose_min_height, src.pose_max_truncation,
+                       src.pose_max_occlusion, progress, src.images, lenders=lenders)
+
+
 def predict_all(est: PoseEstimator, crops: np.ndarray, batch: int = 64, progress: bool = True) -> PosePrediction:
     """The estimator's readings of ``crops`` in batches of ``batch``."""
     probs = [est.predict(crops[i:i + batch]).probs

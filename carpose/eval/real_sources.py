@@ -14,6 +14,10 @@ Sources (``VALIDATION_SOURCES``):
 - ``kitti_val``: 44 KITTI frames (Karlsruhe, 1242x375) with the official labels, in ``../shared``.
   Pose: ``Car`` under KITTI's usual filter (box >= 20 px, truncation <= 0.5, occlusion <= 2). Detector:
   ``Car`` and ``Van`` are cars (a van is what the product must find too).
+- ``stanford_val``: the validation part (a quarter of the car classes, 1,557 photos) of the labelled
+  real photos of single cars in ``../shared/real/stanford_cars`` (``kind="photos"``,
+  ``carpose.eval.photo_labels``): pose only, each photo's box is the whole photo. Its training part is
+  the one labelled real data any training run may read (``carpose-real-crops``).
 
 ``../shared`` is found at ``$CARPOSE_SHARED`` or beside the checkout; a source whose images are absent
 is reported as missing, never silently scored on nothing.
@@ -48,6 +52,15 @@ class RealSource:
     pose_max_occlusion: int = 2
     #: Detector: which types are cars (others of ``carpose.eval.det_eval`` are ignore regions).
     det_types: tuple[str, ...] = ("Car",)
+    #: ``frames``: KITTI-format frames (``labels/label_2``); ``photos``: a labelled-photos folder (``labels``
+    #: holds labels.tsv, carpose.eval.photo_labels), scored on the pose of one ``part`` of its class split.
+    kind: str = "frames"
+    part: str = "val"
+
+    @property
+    def has_frames(self) -> bool:
+        """Whether the source has whole frames (a detector can be scored on it), not single-car photos."""
+        return self.kind == "frames"
 
     @property
     def available(self) -> bool:
@@ -55,22 +68,39 @@ class RealSource:
 
     def missing(self) -> str:
         """Why the source cannot be scored here ('' when it can)."""
-        if not (self.labels / "label_2").is_dir():
+        if self.kind == "photos":
+            if not (self.labels / "labels.tsv").is_file():
+                return f"no labels at {self.labels / 'labels.tsv'} (../shared is optional; set CARPOSE_SHARED)"
+        elif not (self.labels / "label_2").is_dir():
             return f"no labels at {self.labels / 'label_2'}"
         if not self.images.is_dir():
             return f"no images at {self.images} (../shared is optional; set CARPOSE_SHARED)"
         return ""
 
 
+#: The labelled-photos folders under ``../shared/real`` that are split by class (carpose.eval.photo_labels):
+#: the folder is validation data as a whole; its training part alone feeds training (``carpose-real-crops``).
+SPLIT_PHOTO_FOLDERS = ("stanford_cars",)
+
+
+def frame_sources(shared: Path | None = None) -> list[RealSource]:
+    """The sources with whole labelled frames (pose and detector), available or not."""
+    return [s for s in validation_sources(shared) if s.has_frames]
+
+
 def validation_sources(shared: Path | None = None) -> list[RealSource]:
-    """The project's real validation sources (available or not)."""
+    """The project's real validation sources (available or not): frames first, then labelled photos."""
     sh = shared_root() if shared is None else Path(shared)
+    stanford = sh / "real" / "stanford_cars"
     return [
         RealSource("nuscenes_front", SOURCE_ROOT / "data" / "real" / "nuscenes_front",
                    sh / "real" / "nuscenes_front" / "image_2", "nuScenes front, Boston, 1600x900",
                    pose_min_height=0.0, pose_max_truncation=1.0, pose_max_occlusion=3),
         RealSource("kitti_val", sh / "real" / "kitti_val", sh / "real" / "kitti_val" / "image_2",
                    "KITTI, Karlsruhe, 1242x375", det_types=("Car", "Van")),
+        RealSource("stanford_val", stanford, stanford / "images",
+                   "Stanford Cars photos of single cars, the validation quarter of the classes", pose_min_height=0.0,
+                   pose_max_truncation=1.0, pose_max_occlusion=3, det_types=(), kind="photos", part="val"),
     ]
 
 
@@ -88,19 +118,24 @@ def source_from_spec(spec: str, shared: Path | None = None) -> RealSource:
     return RealSource(root.name, root, Path(images) if images else root / "image_2", det_types=("Car", "Van"))
 
 
-def resolve_sources(specs: list[str] | None, shared: Path | None = None) -> tuple[list[RealSource], list[str]]:
-    """The sources named by ``specs`` (default: every registered one) that can be scored here, and a
-    line for each one that cannot (missing images or labels)."""
-    srcs = validation_sources(shared) if not specs else [source_from_spec(s, shared) for s in specs]
+def resolve_sources(specs: list[str] | None, shared: Path | None = None,
+                    photos: bool = False) -> tuple[list[RealSource], list[str]]:
+    """The sources named by ``specs`` (default: every registered frame source, and with ``photos`` the
+    labelled-photos ones too) that can be scored here, and a line for each one that cannot (missing images
+    or labels)."""
+    if specs:
+        srcs = [source_from_spec(s, shared) for s in specs]
+    else:
+        srcs = validation_sources(shared) if photos else frame_sources(shared)
     why = [(s, s.missing()) for s in srcs]
     return [s for s, w in why if not w], [f"{s.name}: {w}" for s, w in why if w]
 
 
-def available_sources(specs: list[str] | None, prog: str) -> list[RealSource]:
+def available_sources(specs: list[str] | None, prog: str, photos: bool = False) -> list[RealSource]:
     """``resolve_sources`` for a CLI: each source that cannot be scored here is named on stderr."""
     import sys
 
-    ok, missing = resolve_sources(specs)
+    ok, missing = resolve_sources(specs, photos=photos)
     for m in missing:
         print(f"{prog}: skipped {m}", file=sys.stderr)
     return ok
@@ -129,7 +164,7 @@ def _inside(path: Path, folder: Path) -> bool:
 
 #: Path pieces that name validation frames wherever the checkout or ../shared sits (a dataset records the
 #: path as it was given, relative to the directory it was rendered from).
-VALIDATION_PATH_PIECES = ("real/nuscenes_front", "real/kitti_val", "data/real/")
+VALIDATION_PATH_PIECES = ("real/nuscenes_front", "real/kitti_val", "real/stanford_cars", "data/real/")
 
 
 def leaked_folder(path: str | Path, shared: Path | None = None) -> Path | None:
@@ -156,10 +191,25 @@ def leaks_in_metadata(meta: dict) -> list[str]:
     for v in meta.get("train_backgrounds") or []:
         if isinstance(v, str) and leaked_folder(v) is not None:
             out.append(f"trained on renders over validation backgrounds ({v})")
+    for rec in meta.get("real_photos") or []:
+        if isinstance(rec, dict) and (why := real_photo_leaks(rec)):
+            out.append(f"trained on {why}")
     for v in meta.get("pseudo_labelled_photos") or []:
         if isinstance(v, str) and leaked_folder(v) is not None:
             out.append(f"trained on pseudo-labelled validation frames ({v})")
     return out
+
+
+def real_photo_leaks(record: dict) -> str:
+    """Why a record of labelled real photos used for training (``carpose-real-crops``' ``real_photos``:
+    folder, part, classes) holds validation photos: not the training part, or a class that the folder's
+    split now holds out (carpose.eval.photo_labels). '' when it is clean."""
+    from carpose.eval.photo_labels import is_val_class  # it imports carpose.eval.label_crops, the runtime's
+
+    if record.get("part") != "train":
+        return f"labelled photos of part {record.get('part')!r} of {record.get('folder')} (only 'train' may train)"
+    held = sorted(c for c in record.get("classes", []) if is_val_class(c))
+    return f"labelled photos of validation classes {held[:5]} of {record.get('folder')}" if held else ""
 
 
 class ValidationLeakError(ValueError):

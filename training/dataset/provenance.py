@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from carpose.eval.real_sources import ValidationLeakError, leaked_folder
+from carpose.eval.real_sources import ValidationLeakError, leaked_folder, real_photo_leaks
 from training.dataset.reader import CarposeDataset
 
 
@@ -31,10 +31,21 @@ def background_folders(path: str | Path) -> list[str]:
     return out
 
 
+def real_photo_records(path: str | Path) -> list[dict]:
+    """The labelled-photos records of a dataset file (``carpose-real-crops``: folder, part, classes), or []."""
+    with CarposeDataset(path) as ds:
+        rec = (ds.attrs.get("render_config") or {}).get("real_photos")
+    return [rec] if isinstance(rec, dict) else []
+
+
 def refuse_leaky_datasets(paths: list[str | Path]) -> list[str]:
-    """The background folders of ``paths``; raises ValidationLeakError when any is validation data."""
+    """The background folders of ``paths``; raises ValidationLeakError when any is validation data, or when a
+    file of labelled real photos holds a photo of the validation part (``real_photo_leaks``)."""
     folders = []
     for p in paths:
+        for rec in real_photo_records(p):
+            if why := real_photo_leaks(rec):
+                raise ValidationLeakError(f"{p}: {why}: make it again with carpose-real-crops (training part only)")
         for f in background_folders(p):
             if (hit := leaked_folder(f)) is not None:
                 raise ValidationLeakError(f"{p} was rendered over real validation frames ({f}; {hit}): re-render it "

@@ -3,8 +3,9 @@
 The renders are what the network learns from, but real camera frames are what it is for, and the
 synthetic validation split says little about them (98 % on renders against 62-94 % on real cars). So
 ``carpose-train --real SOURCE [SOURCE ...]`` crops the labelled cars of each real validation source
-once (``carpose.eval.real_sources``: the registered names ``nuscenes_front`` and ``kitti_val``, or any
-KITTI folder ``FOLDER[:IMAGES]``; each scored with its own filter, as ``carpose-benchmark`` scores it),
+once (``carpose.eval.real_sources``: the registered names ``nuscenes_front``, ``kitti_val`` and
+``stanford_val`` (the validation classes of the labelled photos), or any KITTI folder ``FOLDER[:IMAGES]``;
+each scored with its own filter, as ``carpose-benchmark`` scores it),
 and after every epoch scores them; ``best.pt`` is then the epoch with the best real score. Only the
 *choice* of checkpoint sees these labels, never a gradient: they are validation sets, not training data.
 
@@ -23,7 +24,7 @@ import torch
 from carpose.azimuth_head import decode
 from carpose.convention import angular_error
 from carpose.crop import CropSpec
-from carpose.eval.label_crops import kitti_crops
+from carpose.eval.label_crops import source_crops
 from carpose.eval.real_sources import RealSource, source_from_spec
 from carpose.eval.scoring import azimuth_error_stats, balanced_acc30, sector_stats
 
@@ -46,8 +47,7 @@ def load_real_val(src: RealSource | str, spec: CropSpec) -> RealValSet:
     src = source_from_spec(src) if isinstance(src, str) else src
     if not src.available:
         raise FileNotFoundError(f"real source {src.name}: {src.missing()}")
-    kc = kitti_crops(src.labels, spec, src.pose_types, src.pose_min_height, src.pose_max_truncation,
-                     src.pose_max_occlusion, progress=False, images=src.images)
+    kc = source_crops(src, spec, progress=False)
     if len(kc) == 0:
         raise FileNotFoundError(f"{src.name}: no labelled car with a readable image (images: {src.images})")
     return RealValSet(src.name, kc.crops, kc.azimuth_deg, kc.sure)

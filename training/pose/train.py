@@ -44,7 +44,7 @@ from carpose.azimuth_head import DEFAULT_DECODE_HALF_WINDOW, DEFAULT_SIGMA_DEG, 
 from carpose.convention import CONVENTION_VERSION, angular_error, bin_centers
 from carpose.crop import CropSpec
 from carpose.nets import MEAN, STD, build_model, count_parameters, default_bins
-from training.dataset.provenance import refuse_leaky_datasets
+from training.dataset.provenance import real_photo_records, refuse_leaky_datasets
 from training.dataset.reader import CarposeDataset
 from training.pose import distributed
 from training.pose.checkpoint import load_checkpoint, save_checkpoint
@@ -119,6 +119,8 @@ def build_metadata(args: argparse.Namespace, bins: int, input_size: int, crop: d
         "augment": args.aug, "init": args.init, "flip_weight": args.flip_weight,
         "selected_on": "real:" + ",".join(args.real) if args.real else "val",
         "train_backgrounds": refuse_leaky_datasets(args.train),
+        "real_photos": [{k: r[k] for k in ("folder", "part", "classes", "photos", "copies")}
+                        for p in dict.fromkeys(args.train) for r in real_photo_records(p)],
         "composite_backgrounds": str(args.composite_backgrounds) if args.composite_backgrounds else None,
         "neighbours": args.neighbours,
         "neighbour_front_height": list(args.neighbour_front_height),
@@ -156,7 +158,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--real", nargs="+", metavar="SOURCE",
                    help="real validation sources scored after every epoch; they choose best.pt (balanced Acc@30 "
                         "over sources and view sectors) and are never trained on: registered names "
-                        "(nuscenes_front kitti_val, carpose.eval.real_sources) or KITTI folders FOLDER[:IMAGES]")
+                        "(nuscenes_front kitti_val stanford_val, carpose.eval.real_sources) or KITTI folders "
+                        "FOLDER[:IMAGES]")
     p.add_argument("--aug", choices=("default", "strong"), default="default",
                    help="training augmentation preset (training/pose/data.py AugmentConfig)")
     p.add_argument("--arch", choices=("posenet", "seed4"), default="posenet")
