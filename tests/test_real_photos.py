@@ -135,6 +135,24 @@ def test_road_crops_scale_the_car_down_jitter_its_box_and_keep_it_in_the_crop():
         RoadLook(context_probs=(0.5, 0.5, 0.5))
 
 
+def test_a_truncated_car_ends_at_a_grey_frame_edge_and_its_box_with_it():
+    photo = _car_photo(np.random.default_rng(1), 190, 110)
+    spec = CropSpec()
+    look = RoadLook(own_size_prob=1.0, low_light_prob=0, blur_prob=0, noise_prob=0, jpeg_prob=0, box_jitter=0.0,
+                    context_probs=(0.0, 1.0, 0.0))
+    _, whole, _ = road_crop(photo, np.random.default_rng(3), look, spec)
+    cut_look = RoadLook(**{**look.__dict__, "truncate_prob": 1.0, "truncate_share": (0.3, 0.3)})
+    for seed in range(6):
+        crop, box, _ = road_crop(photo, np.random.default_rng(seed), cut_look, spec)
+        aspect = (box[2] - box[0]) / (box[3] - box[1])
+        whole_aspect = (whole[2] - whole[0]) / (whole[3] - whole[1])
+        # 30 % of the width (left or right) or of the height (bottom) beyond the edge: the box's shape says which
+        assert aspect == pytest.approx(0.7 * whole_aspect, rel=0.03) or aspect == pytest.approx(whole_aspect / 0.7,
+                                                                                                 rel=0.03)
+        grey = np.all(crop == spec.fill, axis=2)
+        assert grey[:, :8].all() or grey[:, -8:].all() or grey[-8:].all()  # the frame's edge is the crop's fill
+
+
 def test_real_crops_hold_the_training_classes_only_and_train(photo_folder, tmp_path):
     out = tmp_path / "real.h5"
     assert main([str(photo_folder), "--out", str(out), "--copies", "2", "--quiet"]) == 0

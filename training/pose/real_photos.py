@@ -15,7 +15,8 @@ validation class) becomes ``--copies`` crops, each drawn anew (``RoadLook``):
 2. set into context: a patch of a road photo (``--backgrounds``, the car's bottom on the road rows), the
    photo's own border smeared outwards, or the crop's grey fill (a car cut by the frame's edge);
 3. low light, blur (focus or motion), sensor noise and JPEG at that size;
-4. cut by ``carpose.crop.crop_box`` around a box jittered as a detector draws it.
+4. with ``--truncate P``, a share P cut by the frame's edge (grey beyond it, the box ending there);
+5. cut by ``carpose.crop.crop_box`` around a box jittered as a detector draws it.
 
 The output is an ordinary crops file (training/dataset/schema.py) that ``carpose-train --train`` mixes with
 renders; its ``render_config.real_photos`` names the folder, the part and the classes, and
@@ -60,6 +61,8 @@ class RoadLook:
     noise_sigma: tuple[float, float] = (2.0, 10.0)
     jpeg_prob: float = 0.6
     jpeg_quality: tuple[int, int] = (25, 85)
+    truncate_prob: float = 0.0  # cut by the frame's edge: left / right (bottom a tenth of the time)
+    truncate_share: tuple[float, float] = (0.1, 0.4)  # of the car's width (height) beyond the edge
     box_jitter: float = 0.04  # s.d. of each box edge, as a share of the box's width / height
     margin: float = 0.7  # canvas around the car, a share of its long side each way (room for context + jitter)
 
@@ -127,6 +130,26 @@ def degrade(img: np.ndarray, rng: np.random.Generator, look: RoadLook) -> np.nda
     return out
 
 
+def truncate(canvas: np.ndarray, box: np.ndarray, rng: np.random.Generator, look: RoadLook,
+             fill: int) -> tuple[np.ndarray, np.ndarray]:
+    """The car cut by the frame's edge, as a road camera cuts a car beside or below it: beyond a line
+    across the car the canvas is the crop's fill (what ``crop_box`` pads outside a frame with) and the box
+    ends at the line (a detector boxes what it sees)."""
+    out, b = canvas.copy(), box.copy()
+    f = rng.uniform(*look.truncate_share)
+    side = rng.choice(3, p=(0.45, 0.45, 0.1))
+    if side == 0:
+        x = int(round(b[0] + f * (b[2] - b[0])))
+        out[:, :x], b[0] = fill, x
+    elif side == 1:
+        x = int(round(b[2] - f * (b[2] - b[0])))
+        out[:, x:], b[2] = fill, x
+    else:
+        y = int(round(b[3] - f * (b[3] - b[1])))
+        out[y:], b[3] = fill, y
+    return out, b
+
+
 def jitter_box(box: np.ndarray, rng: np.random.Generator, look: RoadLook) -> np.ndarray:
     """Each edge moved by a normal draw of ``box_jitter`` times the box's width (x) or height (y)."""
     w, h = box[2] - box[0], box[3] - box[1]
@@ -147,6 +170,8 @@ def road_crop(photo_bgr: np.ndarray, rng: np.random.Generator, look: RoadLook, s
         car = cv2.resize(photo_bgr, (max(4, round(w * s)), max(4, round(h * s))), interpolation=cv2.INTER_AREA)
     canvas, box, kind = context_canvas(car, rng, look, backgrounds, spec.fill)
     canvas = degrade(canvas, rng, look)
+    if look.truncate_prob and rng.uniform() < look.truncate_prob:
+        canvas, box = truncate(canvas, box, rng, look, spec.fill)
     seen = jitter_box(box, rng, look)
     crop = crop_box(canvas, seen, spec)[:, :, ::-1]
     return np.ascontiguousarray(crop), box_in_crop(box, crop_region(seen, spec), spec.size), kind
@@ -239,6 +264,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--backgrounds", help="road photos for the context around a car (e.g. data/bg_road); "
                                          "without: smeared borders and grey fill only")
     p.add_argument("--size", type=int, default=128, help="crop size (the pose model's input)")
+    p.add_argument("--truncate", type=float, default=0.0, metavar="P",
+                   help="share of the crops whose car the frame's edge cuts (RoadLook.truncate_prob; default 0)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--limit", type=int, help="at most this many photos (a quick look)")
     p.add_argument("--quiet", action="store_true")
@@ -247,7 +274,8 @@ def main(argv: list[str] | None = None) -> int:
         p.error("--copies must be >= 1")
     try:
         r = make_real_crops(args.folder, args.out, args.copies, args.backgrounds, CropSpec(size=args.size),
-                            seed=args.seed, limit=args.limit, progress=not args.quiet)
+                            RoadLook(truncate_prob=args.truncate), seed=args.seed, limit=args.limit,
+                            progress=not args.quiet)
     except (FileNotFoundError, ValueError) as exc:
         print(f"carpose-real-crops: error: {exc}", file=sys.stderr)
         return 2
