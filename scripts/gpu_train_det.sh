@@ -33,8 +33,9 @@
 # ../shared, and takes at most 64 MiB of working tree with what is carried (the tracked files are about
 # 32 MB): build the wheels here once (`echo /.whl/ >> .git/info/exclude`, then the README's `pip download`
 # of ultralytics==8.4.190 ultralytics-thop trimesh pyrender PyOpenGL freetype-py pyglet==1.5.31) and carry
-# `.whl` (this script installs them when ultralytics is missing), plus a few meshes / photos copied into
-# an excluded folder named by MODELS / BACKGROUNDS. One command may run 10 minutes and a session has 15
+# `.whl` (this script installs them when ultralytics is missing; polars is stubbed, below), the README's
+# `.gl` EGL libraries for the renderer, plus a few meshes / photos copied into an excluded folder named by
+# MODELS / BACKGROUNDS. One command may run 10 minutes and a session has 15
 # minutes of device time: use HOURS (e.g. 0.1) and PARTS="$OUT". A full last.pt (optimizer state: about 4x
 # the weights) cannot travel back, so a next session goes on from the weights instead of resuming:
 # `cat last_weights.pt.part* > w.pt`, carried, INIT=w.pt (a new LR schedule, the weights kept).
@@ -47,6 +48,14 @@ else  # a bare machine (the device tool's): its python3, the repository on the p
   export PYTHONPATH=$REPO${PYTHONPATH:+:$PYTHONPATH} YOLO_OFFLINE=1 PYOPENGL_PLATFORM=${PYOPENGL_PLATFORM:-egl}
   if ! python3 -c "import ultralytics" 2>/dev/null && [ -d .whl ]; then
     python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/carpose_site .whl/*.whl
+    export PYTHONPATH=$PYTHONPATH:/tmp/carpose_site
+  fi
+  if ! python3 -c "import polars" 2>/dev/null; then
+    # polars (a 40 MB wheel) does not fit the 64 MiB a device call carries; ultralytics' trainer only
+    # reads results.csv back with it, inside a try: a stub whose read_csv fails keeps training going.
+    mkdir -p /tmp/carpose_site/polars
+    echo 'def read_csv(*args, **kwargs): raise RuntimeError("polars is not on this machine")' \
+      > /tmp/carpose_site/polars/__init__.py
     export PYTHONPATH=$PYTHONPATH:/tmp/carpose_site
   fi
 fi
