@@ -158,6 +158,24 @@ def test_cli_writes_a_checkpoint_and_exports_it_as_the_shipped_file(tmp_path, fr
     assert found >= 1
 
 
+def test_calibrated_batchnorms_are_copied_so_training_mode_keeps_the_function(tmp_path):
+    """An ONNX detector's BatchNorms are identities until calibrated (warm_start); calibrated before the
+    widening, every copy gets its channel's statistics, so under training's batch statistics the wide
+    network still computes what it computes at inference (an identity BatchNorm would rescale every layer)."""
+    photos = image_files(SHARED / "real_unlabelled")
+    if not photos:
+        pytest.skip("no real_unlabelled photos (../shared is optional)")
+    photos = photos[:: len(photos) // 4][:4]
+    narrow = narrow_network(SHIPPED, tmp_path, calibration=photos, imgsz=160)
+    wide = widen_network(narrow, blank_detector("yolo11s.yaml", dict(narrow.names)))
+    x = torch.from_numpy(np.concatenate([network_input(cv2.imread(str(p)), (160, 160)) for p in photos]))
+    inference = raw_outputs(wide, x)["scores"]
+    wide.train()
+    with torch.no_grad():
+        training = wide(x)["scores"]  # BatchNorm on this batch's own statistics
+    assert (training - inference).abs().max() < 1e-2 * inference.abs().max()
+
+
 def test_cli_refuses_validation_frames_for_calibration(tmp_path, capsys):
     bad = SHARED / "real" / "kitti_val" / "image_2"
     assert main([str(SHIPPED), "--out", str(tmp_path / "x.pt"), "--calib", str(bad)]) == 2

@@ -449,11 +449,10 @@ def main(argv: list[str] | None = None) -> int:
         if args.calib:
             refuse_validation_frames(args.calib, "BatchNorm statistics")
             calibration = calibration_photos(args.calib, args.calib_count)
-            info_calib = f"{len(calibration)} photos of {args.calib}"
         pt, info = widen_detector(args.source, args.out, args.arch, args.from_arch, args.noise, args.seed,
                                   calibration, args.imgsz)
-        if args.calib:
-            info["bn_calibrated"] = info_calib
+        if calibration:
+            info["bn_calibrated"] = f"{len(calibration)} photos of {args.calib}"
         if args.export:
             info["onnx"] = str(export_like_shipped(pt, args.export, args.source, info, tuple(args.box)))
     except (FileNotFoundError, ValueError) as exc:  # WideningError too
