@@ -33,7 +33,7 @@ from carpose.eval.real_sources import (
 )
 from training.dataset.provenance import refuse_leaky_datasets
 from training.pose.data import CropStream
-from training.pose.real_photos import RoadLook, main, make_real_crops, road_crop
+from training.pose.real_photos import RoadLook, balanced_copies, folded_sector, main, make_real_crops, road_crop
 
 TRAIN_CLASSES = [c for c in range(1, 60) if not is_val_class(c)][:3]
 VAL_CLASSES = [c for c in range(1, 60) if is_val_class(c)][:2]
@@ -133,6 +133,16 @@ def test_road_crops_scale_the_car_down_jitter_its_box_and_keep_it_in_the_crop():
     assert cv2.Laplacian(crop, cv2.CV_64F).var() < cv2.Laplacian(own, cv2.CV_64F).var()
     with pytest.raises(ValueError, match="context_probs"):
         RoadLook(context_probs=(0.5, 0.5, 0.5))
+
+
+def test_balanced_copies_even_out_the_folded_view_sectors_within_their_bounds():
+    assert list(folded_sector(np.array([0.0, 350.0, 45.0, 315.0, 90.0, 270.0, 135.0, 180.0, 200.0]))) == \
+        [0, 0, 1, 1, 2, 2, 3, 4, 4]
+    az = np.array([10.0] * 60 + [90.0] * 20 + [180.0] * 5)  # fronts as web photographers shoot them
+    n = balanced_copies(az, copies=2, max_copies=8)
+    per = [n[folded_sector(az) == k].sum() for k in (0, 2, 4)]
+    assert per[0] == 60 and 50 <= per[1] <= 60 and per[2] == 5 * 8  # rears capped at 8 copies each
+    assert n.min() >= 1 and balanced_copies(np.array([10.0, 20.0]), 3).tolist() == [3, 3]
 
 
 def test_a_truncated_car_ends_at_a_grey_frame_edge_and_its_box_with_it():
