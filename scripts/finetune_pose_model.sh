@@ -1,4 +1,6 @@
 #!/usr/bin/env bash
+# Stages 1-5 of the pose model (issue 21; the shipped file until stage 6): its output, $RUNS/pose_stage5.onnx,
+# is where scripts/finetune_pose_real.sh (stage 6, issue 40: labelled real photos) starts.
 # The shipped pose model's recipe since issue 21 (models/README.md, "Pose CNN"): fine-tune the earlier
 # shipped model (models/carpose_pose.onnx at commit a45a3c5, itself from scripts/train_pose_model.sh)
 # on leak-free renders, choose the epoch on both real validation sources, export with mirror TTA.
@@ -104,5 +106,6 @@ self2g=(); for _ in $(seq 15); do self2g+=("$SELF2G"); done
 carpose-train --init "$R/pose_stage4.onnx" --train "$L"/train_*.h5 "$L2"/train_*.h5 "${self2g[@]}" \
   --composite-backgrounds data/det/bg_road --neighbours 0.5 --neighbour-front-height 1.0 2.2 --neighbour-max-cover 0.8 \
   --grey-nearer --epochs "${STAGE5_EPOCHS:-3}" --lr 2.5e-4 --aug default "${common[@]}" --out "$R/ft_stage5"
-carpose-export "$R/ft_stage5/best.pt" --out models/carpose_pose.onnx --mirror-tta --parity "${held[0]}"
-carpose-benchmark --out "$R/benchmark" --quiet
+carpose-export "$R/ft_stage5/best.pt" --out "$R/pose_stage5.onnx" --mirror-tta --parity "${held[0]}"
+carpose-benchmark --pose-model "$R/pose_stage5.onnx" --out "$R/benchmark_stage5" --quiet
+echo "stage 5: $R/pose_stage5.onnx; the shipped model continues with bash scripts/finetune_pose_real.sh"
