@@ -157,8 +157,9 @@ def pseudo_pose(boxes: dict[Path, np.ndarray], pose_model: str | Path, min_conf:
                        "kept": int(keep.sum())}}
 
 
-def write_crops(out: str | Path, crops: np.ndarray, label: np.ndarray, bbox: np.ndarray, spec, source: dict) -> Path:
-    """An ordinary crops file (one block, atomic rename); the fields renders alone know are NaN/-1."""
+def real_crop_block(crops: np.ndarray, label: np.ndarray, bbox: np.ndarray) -> dict[str, np.ndarray]:
+    """The block of a crops file holding real crops (RGB, N x S x S x 3), their azimuths and boxes; the fields
+    renders alone know are NaN / -1. Shared by every tool that writes real photos as training crops."""
     n = len(crops)
     arrays = {FRAME_PREFIX + "images": np.ascontiguousarray(crops, np.uint8)}
     for k, (dtype, shape) in CROP_FIELDS.items():
@@ -168,6 +169,13 @@ def write_crops(out: str | Path, crops: np.ndarray, label: np.ndarray, bbox: np.
     arrays[FRAME_PREFIX + "bbox"] = bbox.astype(np.float32)
     arrays[FRAME_PREFIX + "truncation"][:] = 0
     arrays[FRAME_PREFIX + "occlusion"][:] = 0
+    return arrays
+
+
+def write_crops(out: str | Path, crops: np.ndarray, label: np.ndarray, bbox: np.ndarray, spec, source: dict) -> Path:
+    """An ordinary crops file (one block, atomic rename) of self-labelled real crops."""
+    n = len(crops)
+    arrays = real_crop_block(crops, label, bbox)
     store = BlockStore(out, {"kind": "crops", "pseudo": source}, n, max(n, 1))
     store.prepare(overwrite=True)
     store.save_block(0, arrays)

@@ -40,8 +40,8 @@ from carpose.convention import CONVENTION_VERSION
 from carpose.crop import CropSpec, box_in_crop, crop_box, crop_region
 from carpose.eval.photo_labels import read_photo, read_photo_labels, split_mask, val_classes
 from carpose.eval.real_sources import refuse_validation_frames
-from training.dataset.schema import CROP_FIELDS
-from training.dataset.writer import FRAME_PREFIX, BlockStore
+from training.dataset.writer import BlockStore
+from training.pose.pseudo_pose import real_crop_block, sector_sheet
 
 CONTEXTS = ("road", "smear", "grey")
 
@@ -255,16 +255,9 @@ def make_real_crops(folder: str | Path, out: str | Path, copies: int = 3, backgr
 
 def write_real_crops(out: str | Path, crops: np.ndarray, label: np.ndarray, bbox: np.ndarray, spec: CropSpec,
                      source: dict) -> Path:
-    """An ordinary crops file; the fields renders alone know are NaN / -1 (as carpose-pseudo-pose writes)."""
+    """An ordinary crops file of labelled real crops (one block, as carpose-pseudo-pose writes its own)."""
     n = len(crops)
-    arrays = {FRAME_PREFIX + "images": np.ascontiguousarray(crops, np.uint8)}
-    for k, (dtype, shape) in CROP_FIELDS.items():
-        fill = np.nan if np.issubdtype(dtype, np.floating) else -1 if k == "model_id" else 0
-        arrays[FRAME_PREFIX + k] = np.full((n, *shape), fill, dtype)
-    arrays[FRAME_PREFIX + "azimuth_deg"] = label.astype(np.float32)
-    arrays[FRAME_PREFIX + "bbox"] = bbox.astype(np.float32)
-    arrays[FRAME_PREFIX + "truncation"][:] = 0
-    arrays[FRAME_PREFIX + "occlusion"][:] = 0
+    arrays = real_crop_block(crops, label, bbox)
     Path(out).parent.mkdir(parents=True, exist_ok=True)
     store = BlockStore(out, {"kind": "crops", "real_photos": source}, n, max(n, 1))
     store.prepare(overwrite=True)
@@ -277,8 +270,6 @@ def write_real_crops(out: str | Path, crops: np.ndarray, label: np.ndarray, bbox
 
 def sector_sheet_of(crops: np.ndarray, label: np.ndarray, path: Path, per_sector: int = 10) -> Path:
     """Crops per view sector with their labels drawn (training/pose/pseudo_pose's sheet), written as JPEG."""
-    from training.pose.pseudo_pose import sector_sheet
-
     cv2.imwrite(str(path), sector_sheet(crops, label, np.ones(len(label)), per_sector))  # tiles are BGR
     return path
 
