@@ -16,10 +16,10 @@ from conftest import SHARED
 
 from carpose.crop import CropSpec
 from carpose.eval.benchmark import run_benchmark
+from carpose.eval.label_crops import photo_crops
 from carpose.eval.photo_labels import (
     VAL_FRACTION,
     is_val_class,
-    photo_crops,
     read_photo_labels,
     split_mask,
     val_classes,

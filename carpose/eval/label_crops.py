@@ -1,7 +1,8 @@
-"""Crops of the labelled cars of a KITTI-format folder, cut exactly as the runtime cuts detector boxes.
+"""Crops of the labelled cars of a real source, cut exactly as the runtime cuts detector boxes: a KITTI-format
+folder's boxes, or a labelled-photos folder's photos (one car each, carpose.eval.photo_labels).
 
 Pose on the *true* boxes separates the pose model from the detector: ``carpose-eval``,
-``carpose-benchmark`` and ``carpose-train --real`` all score these crops, so one function cuts them.
+``carpose-benchmark`` and ``carpose-train --real`` all score these crops, so one module cuts them.
 """
 
 from __future__ import annotations
@@ -13,8 +14,9 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from carpose.crop import CropSpec, crop_boxes, hidden_share
+from carpose.crop import CropSpec, crop_box, crop_boxes, hidden_share
 from carpose.eval.kitti import kitti_pairs, parse_kitti_label
+from carpose.eval.photo_labels import read_photo, read_photo_labels, split_mask
 from carpose.pose import PoseEstimator, PosePrediction
 from carpose.row_prior import row_prior
 
@@ -97,13 +99,39 @@ def kitti_crops(root: str | Path, spec: CropSpec, types: tuple[str, ...] = ("Car
                       np.asarray(frames, np.int64), np.asarray(scored, bool), refs, skipped)
 
 
+def photo_crops(folder: str | Path, spec: CropSpec, part: str = "val", progress: bool = True,
+                limit: int | None = None) -> KittiCrops:
+    """The crops of one part of a labelled-photos folder, cut as the runtime cuts a detector box: the box
+    is the whole photo (each photo was cut to its car upstream), so the context around it is the crop's
+    fill, as for a car at the frame's edge. Every photo is its own frame (no row prior across photos)."""
+    labels = read_photo_labels(folder)
+    labels = labels.subset(split_mask(labels, part))
+    n = len(labels) if limit is None else min(limit, len(labels))
+    crops, az, height, refs = [], [], [], []
+    skipped = {"unreadable": 0}
+    for i in tqdm(range(n), desc=Path(folder).name, disable=not progress, leave=False):
+        path = labels.image_path(i)
+        img = read_photo(path)
+        if img is None:
+            skipped["unreadable"] += 1
+            continue
+        h, w = img.shape[:2]
+        box = np.array([0.0, 0.0, w, h])
+        crops.append(crop_box(img, box, spec)[:, :, ::-1])
+        az.append(labels.azimuth_deg[i])
+        height.append(labels.height_px[i] if np.isfinite(labels.height_px[i]) else float(h))
+        refs.append((path, i, box))
+    k, s = len(crops), spec.size
+    return KittiCrops(np.stack(crops) if crops else np.zeros((0, s, s, 3), np.uint8), np.asarray(az, np.float64),
+                      np.ones(k, bool), np.asarray(height, np.float64), np.zeros(k), np.arange(k), np.ones(k, bool),
+                      refs, skipped)
+
+
 def source_crops(src, spec: CropSpec, progress: bool = True, lenders: bool = False) -> KittiCrops:
     """The labelled cars of a real source (``carpose.eval.real_sources.RealSource``) under its own pose
     filter: a frames source's boxes (``kitti_crops``), or a labelled-photos source's part
     (``carpose.eval.photo_labels.photo_crops``: one car per photo, nothing to lend)."""
     if src.kind == "photos":
-        from carpose.eval.photo_labels import photo_crops  # it imports this module
-
         return photo_crops(src.labels, spec, src.part, progress)
     return kitti_crops(src.labels, spec, src.pose_types, src.pose_min_height, src.pose_max_truncation,
                        src.pose_max_occlusion, progress, src.images, lenders=lenders)

@@ -23,10 +23,6 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-from tqdm import tqdm
-
-from carpose.crop import CropSpec, crop_box
-from carpose.eval.label_crops import KittiCrops
 
 LABELS_FILE = "labels.tsv"
 IMAGES_DIR = "images"
@@ -114,31 +110,3 @@ def val_classes(labels: PhotoLabels, fraction: float = VAL_FRACTION) -> list[int
 def read_photo(path: Path) -> np.ndarray | None:
     """A photo as BGR uint8, or None when it cannot be read."""
     return cv2.imread(str(path), cv2.IMREAD_COLOR)
-
-
-def photo_crops(folder: str | Path, spec: CropSpec, part: str = "val", progress: bool = True,
-                limit: int | None = None) -> KittiCrops:
-    """The crops of one part of a labelled-photos folder, cut as the runtime cuts a detector box: the box
-    is the whole photo (each photo was cut to its car upstream), so the context around it is the crop's
-    fill, as for a car at the frame's edge. Every photo is its own frame (no row prior across photos)."""
-    labels = read_photo_labels(folder)
-    labels = labels.subset(split_mask(labels, part))
-    n = len(labels) if limit is None else min(limit, len(labels))
-    crops, az, height, refs = [], [], [], []
-    skipped = {"unreadable": 0}
-    for i in tqdm(range(n), desc=Path(folder).name, disable=not progress, leave=False):
-        path = labels.image_path(i)
-        img = read_photo(path)
-        if img is None:
-            skipped["unreadable"] += 1
-            continue
-        h, w = img.shape[:2]
-        box = np.array([0.0, 0.0, w, h])
-        crops.append(crop_box(img, box, spec)[:, :, ::-1])
-        az.append(labels.azimuth_deg[i])
-        height.append(labels.height_px[i] if np.isfinite(labels.height_px[i]) else float(h))
-        refs.append((path, i, box))
-    k, s = len(crops), spec.size
-    return KittiCrops(np.stack(crops) if crops else np.zeros((0, s, s, 3), np.uint8), np.asarray(az, np.float64),
-                      np.ones(k, bool), np.asarray(height, np.float64), np.zeros(k), np.arange(k), np.ones(k, bool),
-                      refs, skipped)
