@@ -130,7 +130,7 @@ def photo_crops(folder: str | Path, spec: CropSpec, part: str = "val", progress:
 def source_crops(src, spec: CropSpec, progress: bool = True, lenders: bool = False) -> KittiCrops:
     """The labelled cars of a real source (``carpose.eval.real_sources.RealSource``) under its own pose
     filter: a frames source's boxes (``kitti_crops``), or a labelled-photos source's part
-    (``carpose.eval.photo_labels.photo_crops``: one car per photo, nothing to lend)."""
+    (``photo_crops``: one car per photo, nothing to lend)."""
     if src.kind == "photos":
         return photo_crops(src.labels, spec, src.part, progress)
     return kitti_crops(src.labels, spec, src.pose_types, src.pose_min_height, src.pose_max_truncation,
