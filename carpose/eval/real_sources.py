@@ -29,6 +29,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from carpose.eval.photo_labels import is_val_class
 from carpose.shipped import SOURCE_ROOT
 
 
@@ -204,8 +205,6 @@ def real_photo_leaks(record: dict) -> str:
     """Why a record of labelled real photos used for training (``carpose-real-crops``' ``real_photos``:
     folder, part, classes) holds validation photos: not the training part, or a class that the folder's
     split now holds out (carpose.eval.photo_labels). '' when it is clean."""
-    from carpose.eval.photo_labels import is_val_class  # it imports carpose.eval.label_crops, the runtime's
-
     if record.get("part") != "train":
         return f"labelled photos of part {record.get('part')!r} of {record.get('folder')} (only 'train' may train)"
     held = sorted(c for c in record.get("classes", []) if is_val_class(c))

@@ -157,9 +157,11 @@ def pseudo_pose(boxes: dict[Path, np.ndarray], pose_model: str | Path, min_conf:
                        "kept": int(keep.sum())}}
 
 
-def real_crop_block(crops: np.ndarray, label: np.ndarray, bbox: np.ndarray) -> dict[str, np.ndarray]:
-    """The block of a crops file holding real crops (RGB, N x S x S x 3), their azimuths and boxes; the fields
-    renders alone know are NaN / -1. Shared by every tool that writes real photos as training crops."""
+def write_real_crops(out: str | Path, crops: np.ndarray, label: np.ndarray, bbox: np.ndarray, spec, key: str,
+                     source: dict, split: str, backgrounds: str, seed: int = 0) -> Path:
+    """An ordinary crops file of real crops (RGB, N x S x S x 3), their azimuths and boxes, in one block (atomic
+    rename); the fields renders alone know are NaN / -1. ``source`` is recorded under ``render_config[key]``
+    (``pseudo_pose`` here, ``real_photos`` by carpose-real-crops), where provenance and training read it."""
     n = len(crops)
     arrays = {FRAME_PREFIX + "images": np.ascontiguousarray(crops, np.uint8)}
     for k, (dtype, shape) in CROP_FIELDS.items():
@@ -169,20 +171,19 @@ def real_crop_block(crops: np.ndarray, label: np.ndarray, bbox: np.ndarray) -> d
     arrays[FRAME_PREFIX + "bbox"] = bbox.astype(np.float32)
     arrays[FRAME_PREFIX + "truncation"][:] = 0
     arrays[FRAME_PREFIX + "occlusion"][:] = 0
-    return arrays
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    store = BlockStore(out, {"kind": "crops", key: source}, n, max(n, 1))
+    store.prepare(overwrite=True)
+    store.save_block(0, arrays)
+    return store.finalize({"kind": "crops", "convention_version": CONVENTION_VERSION, "seed": seed,
+                           "render_config": {"crop": spec.to_dict(), key: source},
+                           "models": [], "split": {key: split}, "backgrounds": backgrounds, "crop_size": spec.size})
 
 
 def write_crops(out: str | Path, crops: np.ndarray, label: np.ndarray, bbox: np.ndarray, spec, source: dict) -> Path:
-    """An ordinary crops file (one block, atomic rename) of self-labelled real crops."""
-    n = len(crops)
-    arrays = real_crop_block(crops, label, bbox)
-    store = BlockStore(out, {"kind": "crops", "pseudo": source}, n, max(n, 1))
-    store.prepare(overwrite=True)
-    store.save_block(0, arrays)
-    return store.finalize({"kind": "crops", "convention_version": CONVENTION_VERSION, "seed": 0,
-                           "render_config": {"crop": spec.to_dict(), "pseudo_pose": source},
-                           "models": [], "split": {"pseudo_pose": "real crops, self-labelled"},
-                           "backgrounds": source["photos_folder"], "crop_size": spec.size})
+    """The crops file of self-labelled real crops (``write_real_crops``)."""
+    return write_real_crops(out, crops, label, bbox, spec, "pseudo_pose", source, "real crops, self-labelled",
+                            source["photos_folder"])
 
 
 def main(argv: list[str] | None = None) -> int:

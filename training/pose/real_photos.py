@@ -36,12 +36,10 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from carpose.convention import CONVENTION_VERSION
 from carpose.crop import CropSpec, box_in_crop, crop_box, crop_region
 from carpose.eval.photo_labels import read_photo, read_photo_labels, split_mask, val_classes
 from carpose.eval.real_sources import refuse_validation_frames
-from training.dataset.writer import BlockStore
-from training.pose.pseudo_pose import real_crop_block, sector_sheet
+from training.pose.pseudo_pose import sector_sheet, write_real_crops
 
 CONTEXTS = ("road", "smear", "grey")
 
@@ -246,26 +244,12 @@ def make_real_crops(folder: str | Path, out: str | Path, copies: int = 3, backgr
               "photos": n_photos - unreadable, "copies": copies, "balanced": balance, "seed": seed,
               "look": asdict(look),
               "backgrounds": str(backgrounds) if backgrounds is not None else None}
-    write_real_crops(out, crops_a, np.asarray(az)[order], np.asarray(bbox)[order], spec, source)
+    write_real_crops(out, crops_a, np.asarray(az)[order], np.asarray(bbox)[order], spec, "real_photos", source,
+                     "training part: no validation class", source["backgrounds"] or "", seed)
     sheet = sector_sheet_of(crops_a, np.asarray(az)[order], Path(out).with_suffix(".jpg"))
     counts = {k: kinds.count(k) for k in CONTEXTS}
     return {"out": str(out), "rows": len(crops_a), "photos": n_photos - unreadable, "unreadable": unreadable,
             "classes": len(source["classes"]), "contexts": counts, "sheet": str(sheet)}
-
-
-def write_real_crops(out: str | Path, crops: np.ndarray, label: np.ndarray, bbox: np.ndarray, spec: CropSpec,
-                     source: dict) -> Path:
-    """An ordinary crops file of labelled real crops (one block, as carpose-pseudo-pose writes its own)."""
-    n = len(crops)
-    arrays = real_crop_block(crops, label, bbox)
-    Path(out).parent.mkdir(parents=True, exist_ok=True)
-    store = BlockStore(out, {"kind": "crops", "real_photos": source}, n, max(n, 1))
-    store.prepare(overwrite=True)
-    store.save_block(0, arrays)
-    return store.finalize({"kind": "crops", "convention_version": CONVENTION_VERSION, "seed": source["seed"],
-                           "render_config": {"crop": spec.to_dict(), "real_photos": source},
-                           "models": [], "split": {"real_photos": "training part: no validation class"},
-                           "backgrounds": source["backgrounds"] or "", "crop_size": spec.size})
 
 
 def sector_sheet_of(crops: np.ndarray, label: np.ndarray, path: Path, per_sector: int = 10) -> Path:
