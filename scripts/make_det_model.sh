@@ -186,16 +186,20 @@ carpose-det-int8 "$EXPORT" --calib "$SHARED/real_unlabelled" --count 256 --quiet
   --out "$(dirname "$EXPORT")/carpose_det_int8.onnx"  # step 11, on step 13's file
 # Step 14 (issue 42; not shipped): a larger detector grown from the shipped one. WIDEN=1 widens the shipped
 # file to YOLO11s's width with the same boxes (carpose-det-widen, noise 0.001 to break the copies' symmetry) and
-# fine-tunes it for WIDEN_HOURS on step 13's first scene pair and the judged labels, chosen on the real sources;
-# a run cut off by the session end continues with the same command plus --resume (runs outside the repository
-# keep their checkpoints). On a GPU, scripts/gpu_train_det.sh is the long version (many renders, many epochs).
+# fine-tunes it on step 13's first scene pair and the judged labels for WIDEN_EPOCHS epochs (a fixed schedule,
+# about 35 min an epoch on 2 cores), every epoch scored on the real sources at the end. A run is longer than a
+# session: cut off, the same command goes on from the last finished epoch (last.pt without det_train.json:
+# ultralytics' resume, optimizer and LR schedule included; an --hours run cannot be resumed, ultralytics
+# re-plans its epoch count to what fitted its time). On a GPU, scripts/gpu_train_det.sh is the long version.
 # AP against hours for this and for the shipped network fine-tuned alike: docs/experiments/detector.md (issue 42).
 if [ "${WIDEN:-0}" = 1 ]; then
   mkdir -p "${RUNS}_wide"
   [ -f "${RUNS}_wide/wide.onnx" ] || carpose-det-widen "$EXPORT" --out "${RUNS}_wide/wide.pt" \
     --export "${RUNS}_wide/wide.onnx" --noise 0.001
-  carpose-train-det "$OUT/road7u.h5" "$OUT/wide7u.h5" --pseudo "$PSEUDO_V" --pseudo "$PSEUDO_V" --pseudo "$PSEUDO_V" \
-    --imgsz 640 --batch 16 --lr0 0.0003 --boxes amodal --hours "${WIDEN_HOURS:-0.3}" --real --export-hw 352 640 \
-    --dynamic --init "${RUNS}_wide/wide.onnx" --arch yolo11s.yaml --out "${RUNS}_widened" \
-    --export "$OUT/det_widened.onnx"
+  resume=()
+  [ -f "${RUNS}_widened/train/weights/last.pt" ] && resume=(--resume)
+  [ -f "${RUNS}_widened/det_train.json" ] || carpose-train-det "$OUT/road7u.h5" "$OUT/wide7u.h5" \
+    --pseudo "$PSEUDO_V" --pseudo "$PSEUDO_V" --pseudo "$PSEUDO_V" --imgsz 640 --batch 16 --lr0 0.0003 \
+    --boxes amodal --epochs "${WIDEN_EPOCHS:-8}" --real --export-hw 352 640 --dynamic --init "${RUNS}_wide/wide.onnx" \
+    --arch yolo11s.yaml --out "${RUNS}_widened" --export "$OUT/det_widened.onnx" "${resume[@]}"
 fi

@@ -109,3 +109,39 @@ def test_training_loads_no_integration_callbacks():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.split()[-3:] == ["False", "False", "False"]
+
+
+CUT_OFF = """
+import os, sys
+from ultralytics.utils.callbacks import base
+from training.detector.train import main
+
+def cut_off(trainer):  # the session ends right after the first epoch is saved: no cleanup, like a kill
+    os._exit(3)
+
+base.default_callbacks["on_model_save"].append(cut_off)
+main(sys.argv[1:])
+"""
+
+
+def test_a_cut_off_run_resumes_where_it_stopped(pose_scenes, tmp_path):
+    """Issue 42: a training longer than a session goes on from its last finished epoch (optimizer and
+    schedule included) and ends as an uncut run would: every epoch's weights, the chosen ONNX."""
+    out, onnx = tmp_path / "det", tmp_path / "det.onnx"
+    args = [str(pose_scenes), "--out", str(out), "--epochs", "3", "--imgsz", "128", "--batch", "4", "--workers",
+            "0", "--export", str(onnx)]
+    cut = subprocess.run([sys.executable, "-c", CUT_OFF, *args], capture_output=True, text=True, timeout=600)
+    assert cut.returncode == 3, cut.stderr[-2000:]
+    weights = out / "train" / "weights"
+    assert sorted(p.name for p in weights.glob("epoch*.pt")) == ["epoch0.pt"] and not onnx.exists()
+    from training.detector.train import resume_point
+
+    assert resume_point(weights / "last.pt") == (1, 3)
+    first = (weights / "epoch0.pt").read_bytes()
+    assert main([*args, "--resume"]) == 0
+    assert (weights / "epoch0.pt").read_bytes() == first  # a new run would have trained and saved it again
+    rows = (out / "train" / "results.csv").read_text().strip().splitlines()[1:]
+    assert [int(r.split(",")[0]) for r in rows] == [1, 2, 3]  # epochs 2 and 3 added, epoch 1 not trained again
+    assert {p.name for p in weights.glob("epoch*.pt")} == {"epoch0.pt", "epoch1.pt", "epoch2.pt"}
+    assert onnx.exists() and json.loads((out / "det_train.json").read_text())["onnx"] == str(onnx)
+    assert main([*args, "--resume"]) == 2  # a finished run: a clear error, nothing trained

@@ -71,6 +71,11 @@ def train_detector(scenes: str | Path | list, out: str | Path, epochs: int, imgs
     if resume:
         if not last.exists():
             raise FileNotFoundError(f"nothing to resume: {last} does not exist")
+        done, planned = resume_point(last)
+        if not 0 < done < planned:  # ultralytics would stop on a bare assert
+            raise ValueError(f"nothing to resume: {last} finished its {planned} epochs (a finished run keeps "
+                             "no optimizer; an --hours run plans only the epochs its time fitted): start a "
+                             "new run with --init on its weights")
         YOLO(str(last)).train(resume=True)
         return last
     data_dir = out / "yolo_data"
@@ -121,6 +126,15 @@ def train_detector(scenes: str | Path | list, out: str | Path, epochs: int, imgs
     if not last.exists():
         raise RuntimeError(f"ultralytics wrote no {last}")
     return last
+
+
+def resume_point(last: Path) -> tuple[int, int]:
+    """(epochs finished, epochs planned) of an ultralytics checkpoint. A run cut off between epochs
+    keeps its last finished epoch and optimizer; a finished run's ``last.pt`` is stripped (epoch -1)."""
+    import torch
+
+    ckpt = torch.load(last, map_location="cpu", weights_only=False)
+    return int(ckpt.get("epoch", -1)) + 1, int(ckpt["train_args"]["epochs"])
 
 
 def calibration_images(data_yaml: Path, count: int = 64, seed: int = 0) -> list[Path]:
