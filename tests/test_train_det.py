@@ -145,3 +145,18 @@ def test_a_cut_off_run_resumes_where_it_stopped(pose_scenes, tmp_path):
     assert {p.name for p in weights.glob("epoch*.pt")} == {"epoch0.pt", "epoch1.pt", "epoch2.pt"}
     assert onnx.exists() and json.loads((out / "det_train.json").read_text())["onnx"] == str(onnx)
     assert main([*args, "--resume"]) == 2  # a finished run: a clear error, nothing trained
+
+
+def test_cpu_training_computes_on_every_core(pose_scenes, tmp_path, monkeypatch):
+    """ultralytics leaves one core to a data loader it does not run on a CPU (one torch thread on a
+    2-core machine); carpose-train-det computes on all of them."""
+    import os
+
+    from ultralytics.utils.callbacks import base
+
+    seen = []
+    monkeypatch.setitem(base.default_callbacks, "on_train_epoch_end",
+                        [*base.default_callbacks["on_train_epoch_end"], lambda t: seen.append(torch.get_num_threads())])
+    assert main([str(pose_scenes), "--out", str(tmp_path / "det"), "--epochs", "1", "--imgsz", "128", "--batch",
+                 "4", "--workers", "0"]) == 0
+    assert seen == [os.cpu_count()]

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import sys
 import time
@@ -76,7 +77,9 @@ def train_detector(scenes: str | Path | list, out: str | Path, epochs: int, imgs
             raise ValueError(f"nothing to resume: {last} finished its {planned} epochs (a finished run keeps "
                              "no optimizer; an --hours run plans only the epochs its time fitted): start a "
                              "new run with --init on its weights")
-        YOLO(str(last)).train(resume=True)
+        model = YOLO(str(last))
+        model.add_callback("on_train_start", use_every_core)
+        model.train(resume=True)
         return last
     data_dir = out / "yolo_data"
     done = data_dir / "exported"  # written after the last file: a cut-off export starts again
@@ -105,6 +108,7 @@ def train_detector(scenes: str | Path | list, out: str | Path, epochs: int, imgs
 
         start = str(as_weights(init, out / "init_from_onnx.pt", arch, calibration_images(data_yaml), imgsz))
     model = YOLO(start)  # an architecture file builds random weights: no download
+    model.add_callback("on_train_start", use_every_core)
     extra = {"time": hours} if hours else {}
     if lr0 is not None:
         # warmup_bias_lr 0: ultralytics' warm-up starts the biases' rate at 0.1 (made for SGD from
@@ -126,6 +130,16 @@ def train_detector(scenes: str | Path | list, out: str | Path, epochs: int, imgs
     if not last.exists():
         raise RuntimeError(f"ultralytics wrote no {last}")
     return last
+
+
+def use_every_core(trainer) -> None:
+    """ultralytics trains on a CPU with ``cpu_count() - 1`` torch threads (its NUM_THREADS, meant to leave
+    a core to the data loader, which it runs in the main thread on a CPU anyway): one thread on a
+    2-core machine, half of it idle. Every core computes instead."""
+    import torch
+
+    if trainer.device.type == "cpu":
+        torch.set_num_threads(os.cpu_count() or 1)
 
 
 def resume_point(last: Path) -> tuple[int, int]:
