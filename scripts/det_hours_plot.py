@@ -6,9 +6,12 @@
 Why: issue 42 asks whether a wider network pays for its slower steps on a 2-core CPU, which is a question
 of AP per hour, not per epoch. Each run is a ``carpose-train-det --real`` folder: ``det_train.json`` holds
 ``carpose-det-select``'s scores of every epoch's weights and ``last.pt``, ``train/results.csv`` ultralytics'
-cumulative seconds at the end of each epoch (``last.pt`` sits at ``train_minutes``). ``--start`` is a
-``carpose-det-select --out`` file of the starting weights, drawn at 0 h for every run (a widened network
-starts with the same boxes). Prints the table it plots.
+seconds at the end of each epoch (``last.pt`` sits at ``train_minutes``). A run still going, or cut off by a
+session's end, has no ``det_train.json`` yet: its epochs are read from ``<run>/select/select.json``
+(``carpose-det-select <run>/train/weights/epoch*.pt --out <run>/select``). ultralytics' clock starts again
+when a run resumes; the hours here add up the epochs finished (an epoch cut off mid-way is not counted).
+``--start`` is a ``carpose-det-select --out`` file of the starting weights, drawn at 0 h for every run (a
+widened network starts with the same boxes). Prints the table it plots.
 """
 
 from __future__ import annotations
@@ -20,26 +23,48 @@ import sys
 from pathlib import Path
 
 
+def epoch_seconds(results: Path) -> dict[int, float]:
+    """Training seconds at the end of each epoch (1-based), summed over resumed parts of a run:
+    ultralytics' ``time`` column starts again from 0 when a run resumes."""
+    seconds: dict[int, float] = {}
+    if not results.is_file():
+        return seconds
+    offset = last_raw = total = 0.0
+    with results.open() as fh:
+        for row in csv.DictReader(fh):
+            row = {k.strip(): v for k, v in row.items()}
+            if "time" not in row:
+                continue
+            raw = float(row["time"])
+            if raw < last_raw:  # the clock started again: a resumed run
+                offset = total
+            total, last_raw = offset + raw, raw
+            seconds[int(float(row["epoch"]))] = total
+    return seconds
+
+
 def run_points(folder: Path) -> list[tuple[float, str, dict]]:
     """(hours, checkpoint name, select scores) of every scored checkpoint of a run, in time order."""
-    info = json.loads((folder / "det_train.json").read_text())
-    if "selection" not in info:
-        raise ValueError(f"{folder}: no real-source scores (train it with carpose-train-det --real)")
-    seconds: dict[int, float] = {}
-    results = folder / "train" / "results.csv"
-    if results.is_file():
-        with results.open() as fh:
-            for row in csv.DictReader(fh):
-                row = {k.strip(): v for k, v in row.items()}
-                if "time" in row:
-                    seconds[int(float(row["epoch"]))] = float(row["time"])
+    done, cut = folder / "det_train.json", folder / "select" / "select.json"
+    if done.is_file():
+        info = json.loads(done.read_text())
+        if "selection" not in info:
+            raise ValueError(f"{folder}: no real-source scores (train it with carpose-train-det --real)")
+        scored = info["selection"]
+    elif cut.is_file():  # a run not finished: its epochs scored by carpose-det-select
+        info, scored = {}, json.loads(cut.read_text())["scores"]
+    else:
+        raise ValueError(f"{folder}: neither det_train.json nor select/select.json")
+    seconds = epoch_seconds(folder / "train" / "results.csv")
     pts = []
-    for s in info["selection"]:
+    for s in scored:
         name = Path(s["weights"]).stem
         if name.startswith("epoch"):  # ultralytics' epochN.pt is saved after epoch N+1 (its 0-based index)
             hours = seconds.get(int(name[5:].split("_")[0]) + 1, float("nan")) / 3600
-        else:
+        elif "train_minutes" in info:
             hours = info["train_minutes"] / 60
+        else:
+            continue  # last.pt of a run still going is one of its epochs
         pts.append((hours, name, s))
     return sorted(pts, key=lambda p: p[0])
 

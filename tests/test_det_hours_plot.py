@@ -28,3 +28,24 @@ def test_checkpoints_are_placed_at_their_epoch_end_and_last_at_the_run_end(tmp_p
     text = capsys.readouterr().out
     assert "| start | shipped.onnx | 0.00 | 0.700 |" in text and "| n | epoch1 | 0.50 | 0.620 |" in text
     assert out.stat().st_size > 1000
+
+
+def test_a_resumed_run_still_going_adds_up_its_parts(tmp_path):
+    """A run cut off by a session's end and resumed: ultralytics' clock starts again at the resume, and
+    the run has no det_train.json yet, only its epochs scored by carpose-det-select."""
+    run = tmp_path / "run"
+    (run / "train").mkdir(parents=True)
+    (run / "train" / "results.csv").write_text("epoch,time\n1,1800\n2,3700\n3,1900\n")  # resumed after epoch 2
+    (run / "select").mkdir()
+    (run / "select" / "select.json").write_text(json.dumps({"scores": [
+        _scores("epoch2.pt", 0.72), _scores("epoch0.pt", 0.70), _scores("last.pt", 0.72)]}))
+    mod = load_script("scripts/det_hours_plot.py")
+    pts = mod.run_points(run)
+    assert [(round(h, 3), n) for h, n, _ in pts] == [(0.5, "epoch0"), (1.556, "epoch2")]
+    (run / "select" / "select.json").unlink()
+    try:
+        mod.run_points(run)
+    except ValueError as exc:
+        assert "select.json" in str(exc)
+    else:
+        raise AssertionError("a run with no scores was read")
