@@ -186,9 +186,10 @@ carpose-det-int8 "$EXPORT" --calib "$SHARED/real_unlabelled" --count 256 --quiet
   --out "$(dirname "$EXPORT")/carpose_det_int8.onnx"  # step 11, on step 13's file
 # Step 14 (issue 42; not shipped): a larger detector grown from the shipped one. WIDEN=1 widens the shipped
 # file to YOLO11s's width with the same boxes (carpose-det-widen, noise 0.001 to break the copies' symmetry) and
-# fine-tunes it on step 13's first scene pair and the judged labels for WIDEN_EPOCHS epochs (a fixed schedule,
-# about 35 min an epoch on 2 cores), every epoch scored on the real sources at the end. A run is longer than a
-# session: cut off, the same command goes on from the last finished epoch (last.pt without det_train.json:
+# fine-tunes it on step 13's first scene pair and the judged labels for WIDEN_EPOCHS epochs (a fixed schedule
+# whose learning rate falls to 1 % at its end; about 24 min an epoch on 2 quiet cores, so the default 4 fit a
+# session), every epoch scored on the real sources at the end. A run cut off by a session's end goes on with
+# the same command from its last finished epoch (last.pt without det_train.json:
 # ultralytics' resume, optimizer and LR schedule included; an --hours run cannot be resumed, ultralytics
 # re-plans its epoch count to what fitted its time). On a GPU, scripts/gpu_train_det.sh is the long version.
 # AP against hours for this and for the shipped network fine-tuned alike: docs/experiments/detector.md (issue 42).
@@ -200,6 +201,6 @@ if [ "${WIDEN:-0}" = 1 ]; then
   [ -f "${RUNS}_widened/train/weights/last.pt" ] && resume=(--resume)
   [ -f "${RUNS}_widened/det_train.json" ] || carpose-train-det "$OUT/road7u.h5" "$OUT/wide7u.h5" \
     --pseudo "$PSEUDO_V" --pseudo "$PSEUDO_V" --pseudo "$PSEUDO_V" --imgsz 640 --batch 16 --lr0 0.0003 \
-    --boxes amodal --epochs "${WIDEN_EPOCHS:-8}" --real --export-hw 352 640 --dynamic --init "${RUNS}_wide/wide.onnx" \
+    --boxes amodal --epochs "${WIDEN_EPOCHS:-4}" --real --export-hw 352 640 --dynamic --init "${RUNS}_wide/wide.onnx" \
     --arch yolo11s.yaml --out "${RUNS}_widened" --export "$OUT/det_widened.onnx" "${resume[@]}"
 fi
